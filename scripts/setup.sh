@@ -14,6 +14,10 @@ distro="${LAECIPS_ROS_DISTRO:-jazzy}"
 venv="${LAECIPS_VENV:-$root/.venv}"
 py="${LAECIPS_PYTHON:-python3.11}"
 cd "$root"
+# One setup at a time (several shells or test runs may call it at once).
+mkdir -p log
+exec 9>"$root/log/.setup.lock"
+flock 9
 
 case "$distro" in
   jazzy|kilted) ;;
