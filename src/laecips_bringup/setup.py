@@ -10,8 +10,9 @@ package_name = 'laecips_bringup'
 # launch/ and config/ live at the workspace top; install them into this package's share/.
 _top = os.path.join('..', '..')
 DATA_FILES = [
-    ('share/' + package_name + '/launch', sorted(glob.glob(os.path.join(_top, 'launch', '*.py')))),
-    ('share/' + package_name + '/config', sorted(f for f in glob.glob(os.path.join(_top, 'config', '*')) if os.path.isfile(f))),
+    ('share/' + package_name + '/' + d,
+     sorted(f for f in glob.glob(os.path.join(_top, d, '*')) if os.path.isfile(f)))
+    for d in ('launch', 'config')
 ]
 
 setup(

@@ -1,3 +1,3 @@
 # Copyright 2026 LAECIPS-ROS developers
 # SPDX-License-Identifier: Apache-2.0
-"""Edge side of LAECIPS: lightweight segmentation models, hardness scores, upload policy and the edge node."""
+"""Edge side of LAECIPS: segmentation models, hardness, upload policy, the edge node."""

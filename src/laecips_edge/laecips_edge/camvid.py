@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,8 @@ def frames(root: str | os.PathLike, split: str, sequences: tuple[str, ...] | Non
 
 
 def drift_stream(root: str | os.PathLike) -> list[tuple[str, Frame]]:
-    """Return the evaluation stream of DESIGN.md as (phase, frame) in time order.
+    """
+    Return the evaluation stream of DESIGN.md as (phase, frame) in time order.
 
     Phases: ``day`` (Seq05VD test), ``dusk_adapt`` (0001TP train 6690-8520),
     ``dusk`` (0001TP test 8550-10380, the scoring phase).
