@@ -1,0 +1,254 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+An emulated network link: two network namespaces (edge, cloud) joined by a userspace wire.
+
+``Link`` (a context manager, needs root) creates namespaces ``<prefix>e`` and ``<prefix>c``,
+starts :mod:`laecips_eval.forwarder` (two TAP devices, one moved into each namespace,
+addresses 10.<net>.0.1 and .2/24, a multicast route), and tears it all down in ``finally``.
+Processes started with :meth:`Link.popen` run inside a namespace with a DDS setup that
+crosses the link: ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET`` and a Fast DDS profile with the
+UDPv4 transport only (shared memory would bypass the wire), bound to the TAP's address.
+
+Link spec (``parse_spec``): ``'RATE,RTT,LOSS'``, e.g. ``'20mbit,50ms,0.0'``: rate in bit/s
+with k/m/g suffixes (``0`` = unlimited), RTT (each direction adds half) in s or ms, loss
+probability per Ethernet frame and direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+import os
+from pathlib import Path
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
+<dds xmlns="http://www.eprosima.com">
+  <profiles>
+    <transport_descriptors>
+      <transport_descriptor>
+        <transport_id>udp_link</transport_id>
+        <type>UDPv4</type>
+        <interfaceWhiteList><address>{address}</address></interfaceWhiteList>
+      </transport_descriptor>
+    </transport_descriptors>
+    <participant profile_name="laecips_link" is_default_profile="true">
+      <rtps>
+        <userTransports><transport_id>udp_link</transport_id></userTransports>
+        <useBuiltinTransports>false</useBuiltinTransports>
+      </rtps>
+    </participant>
+  </profiles>
+</dds>
+"""
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """Rate (bit/s, 0 = unlimited), round-trip delay (s) and per-frame loss probability."""
+
+    rate_bps: float = 0.0
+    rtt_s: float = 0.0
+    loss: float = 0.0
+
+    def __str__(self) -> str:
+        rate = f'{self.rate_bps / 1e6:g} Mbit/s' if self.rate_bps else 'unlimited'
+        return f'{rate}, {self.rtt_s * 1e3:g} ms RTT, {self.loss * 100:g} % loss'
+
+
+def _number(text: str, units: dict[str, float], what: str) -> float:
+    m = re.fullmatch(r'\s*([0-9.]+(?:e-?[0-9]+)?)\s*([a-z/]*)\s*', text.lower())
+    if not m or m.group(2) not in units:
+        raise ValueError(f'cannot read {what} {text!r} (units: {", ".join(units)})')
+    return float(m.group(1)) * units[m.group(2)]
+
+
+def parse_spec(spec: str) -> LinkSpec:
+    """Parse ``'20mbit,50ms,0.0'`` (rate, RTT, loss; trailing parts optional)."""
+    parts = [p for p in spec.split(',')]
+    if not 1 <= len(parts) <= 3:
+        raise ValueError(f'link spec {spec!r}: expected RATE[,RTT[,LOSS]]')
+    rate = _number(parts[0], {'': 1, 'bit': 1, 'kbit': 1e3, 'mbit': 1e6, 'gbit': 1e9,
+                              'k': 1e3, 'm': 1e6, 'g': 1e9, 'bps': 1, 'kbps': 1e3,
+                              'mbps': 1e6}, 'rate')
+    rtt = _number(parts[1], {'': 1, 's': 1, 'ms': 1e-3, 'us': 1e-6}, 'RTT') \
+        if len(parts) > 1 else 0.0
+    loss = float(parts[2]) if len(parts) > 2 else 0.0
+    if not 0.0 <= loss <= 1.0:
+        raise ValueError(f'loss must be in [0, 1], not {loss}')
+    return LinkSpec(rate, rtt, loss)
+
+
+def _ip(*args: str) -> None:
+    r = subprocess.run(['ip', *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f'ip {" ".join(args)}: {r.stderr.strip() or r.returncode}')
+
+
+def check_allowed() -> str | None:
+    """Return why a link cannot be set up here (not root, no ip, no /dev/net/tun), or None."""
+    if os.geteuid() != 0:
+        return 'network namespaces need root'
+    if shutil.which('ip') is None:
+        return "the 'ip' command (iproute2) is missing"
+    if not os.path.exists('/dev/net/tun'):
+        return '/dev/net/tun is missing'
+    try:
+        import pytun  # noqa: F401
+    except ImportError:
+        return 'python-pytun is not installed'
+    return None
+
+
+class Link:
+    """Two namespaces joined by the forwarder; use as ``with Link(spec) as link: ...``."""
+
+    ROLES = ('edge', 'cloud')
+
+    def __init__(self, spec: LinkSpec | str = LinkSpec(), prefix: str | None = None,
+                 net: int | None = None, queue_bytes: int | None = None, mtu: int = 1500):
+        self.spec = parse_spec(spec) if isinstance(spec, str) else spec
+        pid = os.getpid() % 100000
+        self.prefix = prefix or f'lae{pid}'
+        self.net = net if net is not None else 100 + pid % 100
+        self.ns = {'edge': f'{self.prefix}e', 'cloud': f'{self.prefix}c'}
+        self.tap = {'edge': f'{self.prefix}te', 'cloud': f'{self.prefix}tc'}
+        self.addr = {'edge': f'10.{self.net}.0.1', 'cloud': f'10.{self.net}.0.2'}
+        # Default queue: half a second at the link rate (at least 256 kB).
+        self.queue_bytes = queue_bytes or max(256 * 1024, int(self.spec.rate_bps / 16))
+        self.mtu = mtu
+        self.dir: Path | None = None
+        self.forwarder: subprocess.Popen | None = None
+        self.procs: list[subprocess.Popen] = []
+
+    # ---- set up / tear down -------------------------------------------------------------
+    def __enter__(self) -> 'Link':
+        why = check_allowed()
+        if why:
+            raise RuntimeError(f'cannot set up the emulated link: {why}')
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _setup(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix='laecips-link-'))
+        for role in self.ROLES:
+            _ip('netns', 'add', self.ns[role])
+        log = open(self.dir / 'forwarder.log', 'wb')
+        self.forwarder = subprocess.Popen(
+            [sys.executable, '-m', 'laecips_eval.forwarder', '--tap-a', self.tap['edge'],
+             '--tap-b', self.tap['cloud'], '--rate', str(self.spec.rate_bps),
+             '--delay', str(self.spec.rtt_s / 2), '--loss', str(self.spec.loss),
+             '--queue-bytes', str(self.queue_bytes), '--mtu', str(self.mtu),
+             '--stats', str(self.dir / 'stats.json')],
+            stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL)
+        log.close()
+        line = self.forwarder.stdout.readline().decode().strip()
+        if line != 'ready':
+            err = (self.dir / 'forwarder.log').read_text(errors='replace')[-2000:]
+            raise RuntimeError(f'forwarder did not start: {line!r} {err}')
+        for role in self.ROLES:
+            ns, tap = self.ns[role], self.tap[role]
+            _ip('link', 'set', tap, 'netns', ns)
+            _ip('-n', ns, 'link', 'set', 'lo', 'up')
+            _ip('-n', ns, 'addr', 'add', f'{self.addr[role]}/24', 'dev', tap)
+            _ip('-n', ns, 'link', 'set', tap, 'up', 'multicast', 'on')
+            _ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', tap)
+            (self.dir / f'fastdds_{role}.xml').write_text(
+                PROFILE.format(address=self.addr[role]))
+
+    def close(self) -> None:
+        """Stop processes in the namespaces and the forwarder, delete the namespaces."""
+        for p in self.procs:
+            _kill_group(p)
+        for role in self.ROLES:
+            r = subprocess.run(['ip', 'netns', 'pids', self.ns[role]], capture_output=True,
+                               text=True)
+            for pid in r.stdout.split():  # only processes we started can live there
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        if self.forwarder is not None and self.forwarder.poll() is None:
+            self.forwarder.send_signal(signal.SIGTERM)
+            try:
+                self.forwarder.wait(5)
+            except subprocess.TimeoutExpired:
+                self.forwarder.kill()
+                self.forwarder.wait()
+        for role in self.ROLES:
+            subprocess.run(['ip', 'netns', 'del', self.ns[role]], capture_output=True)
+
+    # ---- use ----------------------------------------------------------------------------
+    def env(self, role: str, base: dict | None = None) -> dict:
+        """Return the environment for a DDS process in ``role``'s namespace."""
+        env = dict(os.environ if base is None else base)
+        env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'SUBNET'
+        env.pop('ROS_LOCALHOST_ONLY', None)
+        env.pop('ROS_STATIC_PEERS', None)
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(self.dir / f'fastdds_{role}.xml')
+        env['RMW_IMPLEMENTATION'] = env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+        return env
+
+    def argv(self, role: str, argv: list[str]) -> list[str]:
+        """Return ``argv`` wrapped to run in ``role``'s namespace."""
+        return ['ip', 'netns', 'exec', self.ns[role], *argv]
+
+    def popen(self, role: str, argv: list[str], env: dict | None = None,
+              **kwargs) -> subprocess.Popen:
+        """Start a process in ``role``'s namespace (stopped by :meth:`close`)."""
+        kwargs.setdefault('start_new_session', True)
+        kwargs.setdefault('stdin', subprocess.DEVNULL)
+        p = subprocess.Popen(self.argv(role, argv), env=self.env(role, env), **kwargs)
+        self.procs.append(p)
+        return p
+
+    def stats(self) -> dict:
+        """Return the forwarder's counters: ``{'edge_to_cloud': {...}, 'cloud_to_edge': ...}``."""
+        try:
+            raw = json.loads((self.dir / 'stats.json').read_text())
+        except (OSError, ValueError, TypeError):
+            return {'edge_to_cloud': {}, 'cloud_to_edge': {}}
+        return {'edge_to_cloud': raw['a_to_b'], 'cloud_to_edge': raw['b_to_a']}
+
+    def wait_stats(self, timeout: float = 1.0) -> dict:
+        """Return counters written after now (the forwarder rewrites them every 0.2 s)."""
+        t0 = time.time()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if json.loads((self.dir / 'stats.json').read_text())['time'] >= t0:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        return self.stats()
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGINT)
+            p.wait(5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
