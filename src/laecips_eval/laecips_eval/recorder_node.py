@@ -1,0 +1,252 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+Record one system run for the evaluation: ground truth, masks, uploads, labels, pushes.
+
+Subscribes (all names are parameters) the replay's ground truth, the edge's ``mask`` and
+``mask_refined``, ``/laecips/hard_frames``, ``/laecips/cloud_labels`` (serialized sizes are
+counted from the raw CDR bytes), ``/laecips/weight_pushes`` and ``/laecips/stats``. Prints
+``ready`` once the publishers and subscribers named in ``require_publishers`` /
+``require_subscribers`` exist, so the replay can start. Finishes when ``expect_frames``
+ground truths are in, the last frame has a mask, every upload a label and every label a
+refined mask (or nothing new
+came for ``idle_timeout`` s after the last ground truth, or ``max_time`` passed), then
+scores the run (:mod:`laecips_eval.recorder`) and writes ``output`` (JSON) and, for the
+frames in ``keep_frames``, ``output`` with suffix ``.npz`` (edge and final masks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+import sys
+import threading
+import time
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import Image
+
+from laecips_eval import bags
+from laecips_eval.recorder import Recording
+from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame, WeightPush
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 10**9 + stamp.nanosec
+
+
+class RecorderNode(Node):
+
+    def __init__(self) -> None:
+        super().__init__('eval_recorder')
+        d = self._declare
+        self.output = d('output', '', 'JSON file to write (npz of kept masks beside it)')
+        self.expect = d('expect_frames', 0, 'ground-truth frames the replay will send')
+        self.deadline = d('deadline', 1.0, 'seconds after the edge mask a refined mask counts')
+        self.idle_timeout = d('idle_timeout', 10.0, 'finish after this long without news')
+        self.max_time = d('max_time', 3600.0, 'finish after this many seconds in any case')
+        self.keep = set(d('keep_frames', [-1], 'frame indices whose masks are saved'))
+        self.req_pubs = [t for t in d('require_publishers', [''], 'topics that need a '
+                                      'publisher before ready') if t]
+        self.req_subs = [t for t in d('require_subscribers', [''], 'topics that need a '
+                                      'subscriber (besides this node) before ready') if t]
+        topics = {
+            'gt': d('gt_topic', '/camera/ground_truth', 'ground truth (mono8)'),
+            'mask': d('mask_topic', '/robot1/edge/mask', "the edge's mask (mono8)"),
+            'refined': d('refined_topic', '/robot1/edge/mask_refined',
+                         "the cloud's mask, republished by the edge"),
+            'hard': d('hard_frames_topic', '/laecips/hard_frames', 'uploads'),
+            'labels': d('labels_topic', '/laecips/cloud_labels', 'cloud labels'),
+            'pushes': d('pushes_topic', '/laecips/weight_pushes', 'weight pushes'),
+            'stats': d('stats_topic', '/laecips/stats', 'edge statistics'),
+        }
+        mask_rel = d('mask_reliability', 'reliable', 'QoS of the mask topics')
+        data_rel = d('data_reliability', 'reliable', 'QoS of hard frames, labels, pushes')
+        depth = d('depth', 100, 'subscription history depth')
+        self.rec = Recording()
+        self.lock = threading.Lock()
+        self.last_event = time.monotonic()
+        self.started = time.monotonic()
+        self.done = threading.Event()
+
+        def qos(rel: str) -> QoSProfile:
+            return QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT
+                              if rel == 'best_effort' else ReliabilityPolicy.RELIABLE)
+
+        sub = self.create_subscription
+        sub(Image, topics['gt'], self._on_gt, qos('reliable'), raw=True)
+        sub(Image, topics['mask'], self._on_mask, qos(mask_rel), raw=True)
+        sub(Image, topics['refined'], self._on_refined, qos(mask_rel), raw=True)
+        sub(HardFrame, topics['hard'], self._on_hard, qos(data_rel), raw=True)
+        sub(CloudLabel, topics['labels'], self._on_label, qos(data_rel), raw=True)
+        sub(WeightPush, topics['pushes'], self._on_push, qos(data_rel))
+        sub(EdgeStats, topics['stats'], self._on_stats, qos('best_effort'))
+        self.own_subs = set(topics.values())
+        self.ready = False
+        self.create_timer(0.1, self._tick)
+
+    def _declare(self, name: str, default, description: str):
+        return self.declare_parameter(
+            name, default, ParameterDescriptor(description=description)).value
+
+    # ---- callbacks ---------------------------------------------------------------------
+    def _event(self) -> None:
+        self.last_event = time.monotonic()
+
+    def _on_gt(self, raw: bytes) -> None:
+        msg = deserialize_message(raw, Image)
+        phase, _, name = msg.header.frame_id.partition('/')
+        with self.lock:
+            self.rec.on_gt(_stamp_ns(msg.header.stamp), phase, name,
+                           bags.image_array(msg).copy())
+            self._event()
+
+    def _image(self, raw: bytes) -> tuple[int, np.ndarray]:
+        msg = deserialize_message(raw, Image)
+        return _stamp_ns(msg.header.stamp), bags.image_array(msg).copy()
+
+    def _on_mask(self, raw: bytes) -> None:
+        t = time.time_ns()
+        stamp, mask = self._image(raw)
+        with self.lock:
+            self.rec.on_edge_mask(stamp, mask, t)
+            self._event()
+
+    def _on_refined(self, raw: bytes) -> None:
+        t = time.time_ns()
+        stamp, mask = self._image(raw)
+        with self.lock:
+            self.rec.on_refined(stamp, mask, t)
+            self._event()
+
+    def _on_hard(self, raw: bytes) -> None:
+        msg = deserialize_message(raw, HardFrame)
+        with self.lock:
+            self.rec.on_hard_frame(_stamp_ns(msg.header.stamp), len(raw), float(msg.hardness),
+                                   [float(x) for x in msg.features])
+            self._event()
+
+    def _on_label(self, raw: bytes) -> None:
+        msg = deserialize_message(raw, CloudLabel)
+        with self.lock:
+            self.rec.on_label(_stamp_ns(msg.header.stamp), len(raw))
+            self._event()
+
+    def _on_push(self, msg: WeightPush) -> None:
+        push = {'t_ns': time.time_ns(), 'stamp_ns': _stamp_ns(msg.stamp),
+                'version': msg.version, 'active_version': msg.active_version,
+                'bytes': msg.bytes, 'accepted': msg.accepted, 'reason': msg.reason,
+                'val_before': msg.val_before, 'val_after': msg.val_after,
+                'steps': msg.steps, 'frames_seen': msg.frames_seen,
+                'policy': {'rule': msg.policy.rule,
+                           'params': dict(zip(msg.policy.keys, msg.policy.values))}}
+        with self.lock:
+            self.rec.on_weight_push(push)
+
+    def _on_stats(self, msg: EdgeStats) -> None:
+        with self.lock:
+            self.rec.stats = {k: getattr(msg, k) for k in (
+                'frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded', 'bytes_up',
+                'labels_in', 'bytes_down', 'updates_accepted', 'updates_rejected',
+                'weight_bytes_in', 'model_version', 'upload_ratio')}
+
+    # ---- progress ----------------------------------------------------------------------
+    def _graph_ready(self) -> bool:
+        for t in self.req_pubs:
+            if self.count_publishers(t) < 1:
+                return False
+        for t in self.req_subs:
+            if self.count_subscribers(t) < 1 + (t in self.own_subs):
+                return False
+        return True
+
+    def _tick(self) -> None:
+        if not self.ready:
+            if self._graph_ready():
+                self.ready = True
+                self.started = time.monotonic()
+                print('ready', flush=True)
+            return
+        now = time.monotonic()
+        with self.lock:
+            n = len(self.rec.gts)
+            complete = (n >= self.expect > 0 and self.rec.last_frame_done()
+                        and self.rec.pending_labels() == 0
+                        and self.rec.pending_refined() == 0)
+        idle = n >= 1 and now - self.last_event > self.idle_timeout
+        if complete or idle or now - self.started > self.max_time:
+            self.done.set()
+
+    def write(self) -> dict:
+        """Score the run and write the output files; return the summary written."""
+        with self.lock:
+            frames = self.rec.finalize(self.deadline, keep=self.keep)
+            out = {'frames': [f.to_dict() for f in frames], 'pushes': self.rec.pushes,
+                   'edge_stats': self.rec.stats,
+                   'totals': {'gt': len(self.rec.gts), 'edge_masks': len(self.rec.edge),
+                              'refined_masks': len(self.rec.refined),
+                              'hard_frames': len(self.rec.hard),
+                              'labels': len(self.rec.labels),
+                              'bytes_hard_frames': self.rec.bytes_hard_total,
+                              'bytes_labels': self.rec.bytes_labels_total},
+                   'deadline_s': self.deadline, 'expect_frames': self.expect}
+        if self.output:
+            path = Path(self.output)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(out, default=_json_default))
+            kept = {f'{kind}_{f.index}': getattr(f, f'{kind}_mask') for f in frames
+                    for kind in ('edge', 'final') if getattr(f, f'{kind}_mask') is not None}
+            if kept:
+                np.savez_compressed(path.with_suffix('.npz'), **kept)
+        return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    raise TypeError(type(o).__name__)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = RecorderNode()
+        executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        spin = threading.Thread(target=executor.spin, daemon=True)
+        spin.start()
+        while not node.done.wait(0.2):
+            if not rclpy.ok():
+                break
+        out = node.write()
+        t = out['totals']
+        nan = sum(1 for f in out['frames'] if math.isnan(f['latency_s']))
+        node.get_logger().info(f'recorded {t["gt"]} frames ({t["edge_masks"]} edge masks, '
+                               f'{t["refined_masks"]} refined, {t["hard_frames"]} uploads, '
+                               f'{t["labels"]} labels, {len(out["pushes"])} pushes, '
+                               f'{nan} without a mask)')
+        executor.shutdown(timeout_sec=2.0)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        code = 130
+        if node is not None:
+            node.write()
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

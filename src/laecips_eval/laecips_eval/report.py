@@ -1,0 +1,199 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+Summaries, the markdown table, JSON and plots of an evaluation (no rclpy).
+
+A *run* is what :mod:`laecips_eval.recorder_node` wrote for one system (one seed); a
+*system* row averages its runs (the random baseline has several seeds). mIoU uses one
+confusion matrix per subset (all frames, ``day``, ``dusk`` = the scoring phase,
+``dusk_adapt`` = frames the edge may have been adapted on, reported separately).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from laecips_eval import metrics
+
+SUBSETS = ('all', 'day', 'dusk', 'dusk_adapt')
+
+
+def summarize(run: dict) -> dict:
+    """Return the metrics of one recorded run."""
+    frames = run['frames']
+    n = max(1, len(frames))
+    out: dict = {'frames': len(frames)}
+    for subset in SUBSETS:
+        sel = [f for f in frames if subset == 'all' or f['phase'] == subset]
+        conf = sum((np.asarray(f['conf'], np.int64) for f in sel),
+                   np.zeros((metrics.NUM_CLASSES,) * 2, np.int64))
+        out[f'miou_{subset}'] = metrics.miou(conf) * 100 if sel else math.nan
+        out[f'frames_{subset}'] = len(sel)
+    lat = metrics.percentiles([f['latency_s'] * 1e3 for f in frames])
+    out.update(latency_p50_ms=lat['p50'], latency_p95_ms=lat['p95'],
+               latency_mean_ms=lat['mean'], latency_n=lat['n'])
+    uploaded = sum(f['uploaded'] for f in frames)
+    out['upload_ratio'] = uploaded / n
+    out['uploads'] = uploaded
+    out['bytes_up_per_frame'] = sum(f['bytes_up'] for f in frames) / n
+    out['bytes_down_per_frame'] = sum(f['bytes_down'] for f in frames) / n
+    pushes = run.get('pushes', [])
+    out['weight_pushes'] = len(pushes)
+    out['weight_pushes_accepted'] = sum(1 for p in pushes if p.get('accepted'))
+    out['weight_bytes'] = sum(int(p.get('bytes', 0)) for p in pushes)
+    out['weight_bytes_per_frame'] = out['weight_bytes'] / n
+    for src in ('cloud', 'edge', 'last', 'none'):
+        out[f'source_{src}'] = sum(1 for f in frames if f['source'] == src)
+    out['late_labels'] = sum(1 for f in frames if f['labelled'] and f['source'] != 'cloud')
+    return out
+
+
+def average(summaries: Sequence[dict]) -> dict:
+    """Average numeric fields over runs (seeds); adds ``runs`` and ``miou_dusk_std``."""
+    out: dict = {'runs': len(summaries)}
+    for k in summaries[0]:
+        vals = [s[k] for s in summaries if isinstance(s.get(k), (int, float))]
+        if vals:
+            out[k] = float(np.mean(vals)) if len(vals) > 1 else vals[0]
+    if len(summaries) > 1:
+        out['miou_dusk_std'] = float(np.std([s['miou_dusk'] for s in summaries]))
+        out['miou_all_std'] = float(np.std([s['miou_all'] for s in summaries]))
+    return out
+
+
+def _f(v: float, fmt: str = '.1f') -> str:
+    return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def table(rows: dict[str, dict]) -> str:
+    """Return the markdown table of system rows (name -> averaged summary)."""
+    head = ('| system | mIoU all | day | dusk (scoring) | dusk_adapt (adaptation) | upload '
+            '| up B/frame | down B/frame | latency p50 ms | p95 ms | mean ms |')
+    lines = [head, '|' + '---|' * 11]
+    for name, s in rows.items():
+        runs = f' (×{s["runs"]})' if s.get('runs', 1) > 1 else ''
+        lines.append(
+            f'| {name}{runs} | {_f(s["miou_all"])} | {_f(s["miou_day"])} | '
+            f'{_f(s["miou_dusk"])} | {_f(s["miou_dusk_adapt"])} | '
+            f'{_f(s["upload_ratio"] * 100, ".0f")} % | {_f(s["bytes_up_per_frame"], ",.0f")} | '
+            f'{_f(s["bytes_down_per_frame"], ",.0f")} | {_f(s["latency_p50_ms"], ".0f")} | '
+            f'{_f(s["latency_p95_ms"], ".0f")} | {_f(s["latency_mean_ms"], ".0f")} |')
+    weights = [f'{name}: {int(s["weight_pushes"])} pushes '
+               f'({int(s["weight_pushes_accepted"])} accepted), '
+               f'{s["weight_bytes"] / 1e6:.2f} MB = {_f(s["weight_bytes_per_frame"], ",.0f")}'
+               f' B/frame' for name, s in rows.items() if s.get('weight_pushes')]
+    if weights:
+        lines += ['', 'Weight pushes (downlink, not in "down B/frame"): ' + '; '.join(weights)]
+    return '\n'.join(lines)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as indented JSON (NaN written as null)."""
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+    path.write_text(json.dumps(clean(data), indent=2))
+
+
+def _rolling_miou(frames: list[dict], window: int) -> np.ndarray:
+    confs = np.asarray([f['conf'] for f in frames], np.int64)
+    csum = np.concatenate([np.zeros((1,) + confs.shape[1:], np.int64), confs.cumsum(0)])
+    return np.asarray([metrics.miou(csum[i + 1] - csum[max(0, i + 1 - window)]) * 100
+                       for i in range(len(frames))])
+
+
+def _phase_bounds(frames: list[dict]) -> list[tuple[int, str]]:
+    out, prev = [], None
+    for f in frames:
+        if f['phase'] != prev:
+            out.append((f['index'], f['phase']))
+            prev = f['phase']
+    return out
+
+
+def plots(runs: dict[str, dict], out_dir: Path, window: int = 20) -> list[Path]:
+    """Write mIoU and upload ratio over the stream and the latency CDF; return the files."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    first = next(iter(runs.values()))['frames']
+    w = max(1, min(window, len(first)))
+    for key, ylabel, fn in (
+            ('miou', f'mIoU (%) over the last {w} frames', lambda fr: _rolling_miou(fr, w)),
+            ('upload', f'upload ratio over the last {w} frames',
+             lambda fr: np.convolve(np.asarray([f['uploaded'] for f in fr], float),
+                                    np.ones(w), 'full')[:len(fr)]
+             / np.minimum(np.arange(1, len(fr) + 1), w))):
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for name, run in runs.items():
+            if run['frames']:
+                ax.plot([f['index'] for f in run['frames']], fn(run['frames']), label=name)
+            for p in run.get('pushes', []):
+                idx = _frame_at(run['frames'], p['t_ns'])
+                if idx is not None and name.startswith('laecips'):
+                    ax.axvline(idx, color='grey', lw=0.6, ls=':')
+        for idx, phase in _phase_bounds(first):
+            ax.axvline(idx, color='k', lw=0.8)
+            ax.text(idx + 1, ax.get_ylim()[1], phase, va='top', fontsize=8)
+        ax.set_xlabel('frame in the stream')
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, loc='lower left')
+        fig.tight_layout()
+        path = out_dir / f'{key}_over_stream.png'
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, run in runs.items():
+        lat = np.sort([f['latency_s'] * 1e3 for f in run['frames']
+                       if f['latency_s'] is not None and math.isfinite(f['latency_s'])])
+        if lat.size:
+            ax.step(lat, np.arange(1, lat.size + 1) / lat.size, where='post', label=name)
+    ax.set_xscale('log')
+    ax.set_xlabel('camera stamp -> final mask (ms)')
+    ax.set_ylabel('fraction of frames')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / 'latency_cdf.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    files.append(path)
+    return files
+
+
+def _frame_at(frames: list[dict], t_ns: int) -> int | None:
+    for f in frames:
+        if f['stamp_ns'] >= t_ns:
+            return f['index']
+    return frames[-1]['index'] if frames else None
+
+
+def overlay(rgb: np.ndarray, edge: np.ndarray | None, final: np.ndarray, gt: np.ndarray,
+            path: Path, title: str = '') -> Path:
+    """Write one panel: frame | edge mask | final mask | ground truth (CamVid colours)."""
+    from PIL import Image, ImageDraw
+
+    from laecips_edge.classes import CAMVID
+    lut = CAMVID.palette()
+    h, w = gt.shape
+    tiles = [np.asarray(Image.fromarray(rgb).resize((w, h))),
+             lut[edge] if edge is not None else np.zeros((h, w, 3), np.uint8),
+             lut[final], lut[gt]]
+    panel = Image.fromarray(np.concatenate(tiles, axis=1))
+    draw = ImageDraw.Draw(panel)
+    for i, label in enumerate(('frame ' + title, 'edge', 'final', 'ground truth')):
+        draw.text((i * w + 5, 5), label, fill=(255, 255, 255))
+    panel.save(path)
+    return path

@@ -1,0 +1,142 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""The protocol's scoring rules (final mask, deadline, skips), the recorder node, the report."""
+
+import json
+import math
+
+from conftest import wait_until
+import numpy as np
+import pytest
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import serialize_message
+
+from laecips_eval import report
+from laecips_eval.recorder import Recording
+
+S = 10**9
+
+
+def _gt():
+    gt = np.zeros((4, 6), np.uint8)
+    gt[2:] = 3
+    gt[0, 0] = 11  # void: ignored
+    return gt
+
+
+def test_final_mask_rules():
+    gt = _gt()
+    right, wrong = gt.copy(), np.full_like(gt, 5)
+    right[0, 0] = 0
+    rec = Recording()
+    for i, phase in enumerate(['day', 'day', 'dusk', 'dusk', 'dusk']):
+        rec.on_gt((10 + i) * S, phase, f'f{i}', gt)
+    # f0: edge wrong at +0.1 s, cloud right 0.4 s later: cloud in time.
+    rec.on_edge_mask(10 * S, wrong, 10 * S + S // 10)
+    rec.on_refined(10 * S, right, 10 * S + S // 2)
+    rec.on_hard_frame(10 * S, 1000, 0.7, [0.1, 0.2, 0.3])
+    rec.on_label(10 * S, 300)
+    # f1: cloud late (2 s after the edge mask): the edge's answer counts.
+    rec.on_edge_mask(11 * S, wrong, 11 * S + S // 10)
+    rec.on_refined(11 * S, right, 13 * S)
+    rec.on_hard_frame(11 * S, 1000)
+    rec.on_label(11 * S, 300)
+    # f2: skipped by the edge: the last final mask (f1's: wrong).
+    # f3: cloud in time with void pixels: filled from the edge mask (half right).
+    half = right.copy()
+    half[2:] = 255
+    edge3 = right.copy()
+    edge3[2:] = 1
+    rec.on_edge_mask(13 * S, edge3, 13 * S + S // 5)
+    rec.on_refined(13 * S, half, 13 * S + S // 2)
+    # f4: masks arrive in a different order than ground truth (keyed by stamp), resized.
+    rec.on_edge_mask(14 * S, np.repeat(np.repeat(right, 2, 0), 2, 1), 14 * S + S // 4)
+    frames = rec.finalize(deadline_s=1.0, keep={0, 2})
+    assert [f.source for f in frames] == ['cloud', 'edge', 'last', 'cloud', 'edge']
+    assert [f.uploaded for f in frames] == [True, True, False, False, False]
+    assert frames[0].latency_s == pytest.approx(0.5) and frames[1].latency_s == pytest.approx(0.1)
+    assert math.isnan(frames[2].latency_s) and frames[3].latency_s == pytest.approx(0.5)
+    assert frames[1].cloud_delay_s == pytest.approx(1.9)
+    assert frames[0].conf.trace() == 23 and frames[1].conf.trace() == 0
+    assert frames[2].conf.trace() == 0  # the wrong mask of f1 carried over
+    assert frames[3].conf.sum() == 23 and frames[3].conf.trace() == 11  # void filled, wrong
+    assert frames[4].conf.trace() == 23
+    assert frames[0].bytes_up == 1000 and frames[0].bytes_down == 300
+    assert frames[0].features == [0.1, 0.2, 0.3] and frames[0].hardness == pytest.approx(0.7)
+    assert frames[2].final_mask is not None and frames[1].final_mask is None
+    s = report.summarize({'frames': [f.to_dict() for f in frames], 'pushes': []})
+    assert s['upload_ratio'] == pytest.approx(0.4) and s['source_last'] == 1
+    assert s['bytes_up_per_frame'] == pytest.approx(400) and s['late_labels'] == 1
+    # day: f0 right, f1 all class 5 -> IoU 0: 11/22, 3: 12/24, 5: 0/23 -> mIoU 1/3.
+    assert s['miou_day'] == pytest.approx(100 / 3)
+    assert s['frames_dusk'] == 3 and math.isnan(s['miou_dusk_adapt'])
+
+
+def _image(stamp_ns, arr, encoding='mono8', frame_id=''):
+    from sensor_msgs.msg import Image
+    msg = Image(height=arr.shape[0], width=arr.shape[1], encoding=encoding,
+                step=arr.shape[1] * (1 if arr.ndim == 2 else 3), data=arr.tobytes())
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, S)
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def test_recorder_node_counts_and_scores(procs, rosnode, tmp_path):
+    from sensor_msgs.msg import Image
+
+    from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
+    out = tmp_path / 'run.json'
+    procs.node('rec', 'laecips_eval.recorder_node', params={
+        'output': str(out), 'expect_frames': 3, 'keep_frames': [0, 2], 'deadline': 1.0,
+        'idle_timeout': 30.0})
+    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    pub = {t: rosnode.node.create_publisher(c, t, qos) for t, c in (
+        ('/camera/ground_truth', Image), ('/robot1/edge/mask', Image),
+        ('/robot1/edge/mask_refined', Image), ('/laecips/hard_frames', HardFrame),
+        ('/laecips/cloud_labels', CloudLabel), ('/laecips/weight_pushes', WeightPush))}
+    for p in pub.values():
+        rosnode.wait_for_subscribers(p)
+    wait_until(lambda: 'ready' in procs.log('rec'), 30, 'the recorder to be ready')
+    gt = _gt()
+    import time
+    now = time.time_ns()
+    stamps = [now + i * S // 10 for i in range(3)]
+    hf = HardFrame(robot_id='robot1', seq=0, hardness=0.5, features=[0.5, 0.2, 0.1])
+    hf.header = _image(stamps[0], gt).header
+    hf.image.format, hf.image.data = 'jpeg', bytes(5000)
+    lab = CloudLabel(robot_id='robot1', seq=0, labeller='test')
+    lab.header = hf.header
+    lab.label.format, lab.label.data = 'png', bytes(700)
+    pub['/laecips/weight_pushes'].publish(WeightPush(version=2, active_version=2,
+                                                     bytes=12345, accepted=True))
+    for i, s in enumerate(stamps):
+        pub['/camera/ground_truth'].publish(_image(s, gt, frame_id=f'dusk/f{i}'))
+    pub['/robot1/edge/mask'].publish(_image(stamps[0], np.full_like(gt, 5)))
+    pub['/laecips/hard_frames'].publish(hf)
+    pub['/robot1/edge/mask_refined'].publish(_image(stamps[0], gt))
+    pub['/laecips/cloud_labels'].publish(lab)
+    pub['/robot1/edge/mask'].publish(_image(stamps[2], gt))
+    wait_until(lambda: procs.items[0][1].poll() is not None, 30, 'the recorder to finish')
+    assert procs.items[0][1].returncode == 0, procs.log('rec')
+    run = json.loads(out.read_text())
+    assert run['totals']['gt'] == 3 and run['totals']['hard_frames'] == 1
+    assert run['totals']['bytes_hard_frames'] == len(serialize_message(hf))
+    assert run['totals']['bytes_labels'] == len(serialize_message(lab))
+    assert [f['source'] for f in run['frames']] == ['cloud', 'last', 'edge']
+    assert [f['name'] for f in run['frames']] == ['f0', 'f1', 'f2']
+    assert run['pushes'][0]['bytes'] == 12345
+    masks = np.load(out.with_suffix('.npz'))
+    assert sorted(masks.files) == ['edge_0', 'edge_2', 'final_0', 'final_2']
+    assert np.array_equal(masks['final_0'][gt != 11], gt[gt != 11])
+    assert masks['final_0'][0, 0] == 5  # the cloud's void pixel took the edge's class
+    s = report.summarize(run)
+    # f0, f2 right; f1 carries f0's mask (right): every class right.
+    assert s['miou_dusk'] == pytest.approx(100)
+    rows = {'laecips': report.average([s]), 'random': report.average([s, s])}
+    md = report.table(rows)
+    assert '| laecips |' in md and 'random (×2)' in md and '1 pushes (1 accepted)' in md
+    files = report.plots({'laecips': run}, tmp_path / 'plots')
+    assert all(f.stat().st_size > 1000 for f in files)
+    png = report.overlay(np.zeros((4, 6, 3), np.uint8), masks['edge_0'], masks['final_0'],
+                         gt, tmp_path / 'o.png')
+    assert png.is_file()
