@@ -1,0 +1,482 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+Online distillation of cloud labels into a copy of an edge model, gated by agreement.
+
+``ReplayBuffer`` keeps a bounded set of (frame, cloud label) pairs: a FIFO of the most recent
+ones plus a reservoir sample of everything that fell out of the FIFO, so the current
+conditions dominate but older ones are not forgotten. ``Distiller`` owns one *student* (a
+copy of the edge model) that it fine-tunes on the buffer with cross-entropy (void ignored)
+and light augmentation, at the edge model's own input size. Every round it scores the
+student and the *active* version (what the edge runs) on a held-out slice of
+cloud-labelled frames; when the student agrees with the cloud better than the active version
+by ``gate_margin`` it becomes a :class:`Candidate`. The caller pushes it and reports back
+with :meth:`Distiller.commit` (accepted) or :meth:`Distiller.reject`; the version before
+the last commit is kept so :meth:`Distiller.rollback` can restore it.
+
+No rclpy here: the trainer node wires this to topics and services.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+import copy
+from dataclasses import dataclass, field
+import logging
+import math
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+import torch
+from torch import nn
+import torch.nn.functional as F  # noqa: N812
+
+from laecips_edge import hardness, models, weights
+from laecips_eval.metrics import confusion, miou, pixel_accuracy
+
+_log = logging.getLogger(__name__)
+# Label values never trained on: the class map's void and the PNG "no label" value.
+_NO_LABEL = 255
+
+
+@dataclass
+class Pair:
+    """One cloud-labelled frame, stored at the size the distiller trains at."""
+
+    rgb: np.ndarray  # HxWx3 uint8 RGB
+    label: np.ndarray  # HxW uint8 class ids (void / 255 ignored)
+    seq: int = 0
+    # The edge's features when it uploaded the frame, and the probability it was uploaded
+    # (1 when the rule selected it, the exploration rate otherwise): see policy_fit.
+    features: np.ndarray | None = None
+    propensity: float = 1.0
+    stamp: float = field(default_factory=time.monotonic)
+
+
+class ReplayBuffer:
+    """
+    A bounded buffer favouring recent items: a FIFO for the newest plus a reservoir for the rest.
+
+    ``capacity * recent_fraction`` newest items are always kept; items pushed out of that
+    FIFO enter a reservoir of the remaining slots by reservoir sampling, so every older item
+    has the same chance of still being there. Sampling is uniform over what is kept, hence
+    recent items are drawn more often than their share of the history.
+    """
+
+    def __init__(self, capacity: int = 256, recent_fraction: float = 0.75, seed: int = 0):
+        if capacity < 1:
+            raise ValueError('replay buffer capacity must be >= 1')
+        self.capacity = int(capacity)
+        n_recent = max(1, min(self.capacity, round(self.capacity * recent_fraction)))
+        self.recent: deque = deque(maxlen=n_recent)
+        self.n_old = self.capacity - n_recent
+        self.old: list = []
+        self.evicted = 0  # items that ever left the FIFO
+        self.added = 0
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, item: object) -> None:
+        """Append ``item``; the oldest FIFO item moves to the reservoir (or is dropped)."""
+        if len(self.recent) == self.recent.maxlen:
+            out = self.recent[0]
+            self.evicted += 1
+            if len(self.old) < self.n_old:
+                self.old.append(out)
+            elif self.n_old:
+                j = int(self._rng.integers(0, self.evicted))
+                if j < self.n_old:
+                    self.old[j] = out
+        self.recent.append(item)
+        self.added += 1
+
+    def items(self) -> list:
+        """Return everything kept, oldest reservoir items first, then the FIFO in time order."""
+        return list(self.old) + list(self.recent)
+
+    def sample(self, n: int, rng: np.random.Generator) -> list:
+        """Draw ``n`` items uniformly (without replacement when enough are kept)."""
+        pool = self.items()
+        if not pool:
+            return []
+        idx = rng.choice(len(pool), n, replace=len(pool) < n)
+        return [pool[i] for i in idx]
+
+    def __len__(self) -> int:
+        return len(self.recent) + len(self.old)
+
+
+@dataclass
+class DistillConfig:
+    """Training, validation and gating parameters (the trainer node's ROS parameters)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch: int = 8
+    steps_per_round: int = 40
+    min_frames: int = 16  # training frames needed before the first round
+    buffer_size: int = 256
+    recent_fraction: float = 0.75
+    val_fraction: float = 0.2  # share of incoming pairs held out for validation
+    val_size: int = 48  # newest held-out frames kept
+    gate_margin: float = 0.005  # required gain in agreement (gate_metric, 0..1 scale)
+    gate_metric: str = 'miou'  # 'miou' or 'pixel_acc' vs the cloud labels
+    scale: tuple[float, float] = (1.0, 1.3)  # random zoom relative to the input size
+    jitter: float = 0.2  # brightness/contrast/saturation factors in [1 - j, 1 + j]
+    idle_rounds: int = 2  # rounds run without new frames before the worker waits
+    seed: int = 0
+
+
+@dataclass
+class Candidate:
+    """A student snapshot that passed the gate, ready to push as safetensors bytes."""
+
+    version: int
+    data: bytes
+    sha256: str
+    state: dict[str, torch.Tensor]
+    val_before: dict[str, float]
+    val_after: dict[str, float]
+    steps: int
+    frames_seen: int
+
+
+class Distiller:
+    """
+    Fine-tune a copy of an edge model on cloud labels and emit gated candidates.
+
+    ``state_dict`` and ``meta`` are the version the edge runs now (e.g. the factory
+    weights). ``on_candidate(candidate)`` is called from the worker thread when a student
+    passes the gate; until the caller resolves it with :meth:`commit` or :meth:`reject` no
+    other candidate is emitted (no pile-up of pushes), though training goes on.
+    """
+
+    def __init__(self, state_dict: dict[str, torch.Tensor], meta: weights.WeightsMeta,
+                 config: DistillConfig | None = None,
+                 on_candidate: Callable[[Candidate], None] | None = None):
+        self.cfg = config or DistillConfig()
+        if self.cfg.gate_metric not in ('miou', 'pixel_acc'):
+            raise ValueError(f'gate_metric must be miou or pixel_acc, not {self.cfg.gate_metric}')
+        self.meta = meta
+        self.void = meta.class_map.void
+        self.num_classes = meta.num_classes
+        self.size = tuple(int(v) for v in meta.input_size)
+        # Frames are stored zoomed by the largest augmentation scale, so a crop of any
+        # scale is a downscale (never an upsample of a stored frame).
+        self.store_size = tuple(math.ceil(v * self.cfg.scale[1]) for v in self.size)
+        self._mean = torch.tensor(meta.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(meta.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.model = models.create(meta.arch, self.num_classes, **meta.arch_cfg)
+        weights.check(state_dict, self.model)
+        self.model.load_state_dict(state_dict)
+        self.active = self._snapshot()
+        self.active_version = int(meta.version)
+        self.previous: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._active_model = self.build(self.active)
+        self.on_candidate = on_candidate
+        self.buffer = ReplayBuffer(self.cfg.buffer_size, self.cfg.recent_fraction, self.cfg.seed)
+        self.val: deque[Pair] = deque(maxlen=self.cfg.val_size)
+        self._val_rev = 0  # bumped when the validation set changes
+        self._active_val: tuple[int, dict[str, float]] | None = None
+        self._rng = np.random.default_rng(self.cfg.seed)
+        self._gen = torch.Generator().manual_seed(self.cfg.seed)
+        self._opt = self._new_opt()
+        self.pending: Candidate | None = None
+        self._next_version = self.active_version + 1
+        self.steps = 0  # optimiser steps of the student
+        self.frames_seen = 0  # pairs added (train + val)
+        self.rounds = 0
+        self.last_round: dict = {}
+        self._lock = threading.RLock()  # buffer, val set, active/previous, pending
+        self._model_lock = threading.Lock()  # the student (worker vs rollback)
+        self._wake = threading.Condition(self._lock)
+        self._new_since_round = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- data ---------------------------------------------------------------------------
+    def add(self, rgb: np.ndarray, label: np.ndarray, seq: int = 0,
+            features: np.ndarray | None = None, propensity: float = 1.0) -> str:
+        """Store one (frame, cloud label) pair; return 'train' or 'val' (where it went)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or label.shape != rgb.shape[:2]:
+            raise ValueError(f'frame {rgb.shape} and label {label.shape} do not match')
+        with self._lock:
+            # Every k-th pair is held out: deterministic, and spread over time like the data.
+            k = round(1 / self.cfg.val_fraction) if self.cfg.val_fraction > 0 else 0
+            to_val = bool(k) and self.frames_seen % k == k - 1
+            self.frames_seen += 1
+        size = self.size if to_val else self.store_size
+        pair = Pair(resize_rgb(rgb, size), resize_label(label, size), int(seq),
+                    None if features is None else np.asarray(features, np.float64),
+                    float(propensity))
+        with self._lock:
+            if to_val:
+                self.val.append(pair)
+                self._val_rev += 1
+            else:
+                self.buffer.add(pair)
+                self._new_since_round += 1
+            self._wake.notify_all()
+        return 'val' if to_val else 'train'
+
+    def ready(self) -> bool:
+        """Return True once there are enough frames to train and validate."""
+        with self._lock:
+            return len(self.buffer) >= self.cfg.min_frames and len(self.val) > 0
+
+    # ---- training -----------------------------------------------------------------------
+    def _new_opt(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
+                                 weight_decay=self.cfg.weight_decay)
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._mean) / self._std
+
+    def _batch(self, pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random zoom + crop to the input size, horizontal flip and colour jitter."""
+        h, w = self.size
+        xs, ys = [], []
+        for p in pairs:
+            x = torch.from_numpy(p.rgb).permute(2, 0, 1)[None].float().div_(255)
+            y = torch.from_numpy(p.label)[None, None].float()
+            s = float(self._rng.uniform(*self.cfg.scale))
+            hw = (max(h, round(h * s)), max(w, round(w * s)))
+            if hw != tuple(x.shape[-2:]):
+                x = F.interpolate(x, hw, mode='bilinear', align_corners=False, antialias=True)
+                y = F.interpolate(y, hw, mode='nearest')
+            top = int(self._rng.integers(0, hw[0] - h + 1))
+            left = int(self._rng.integers(0, hw[1] - w + 1))
+            x, y = x[..., top:top + h, left:left + w], y[..., top:top + h, left:left + w]
+            if self._rng.random() < 0.5:
+                x, y = x.flip(-1), y.flip(-1)
+            xs.append(self._jitter(x))
+            ys.append(y)
+        y = torch.cat(ys)[:, 0].long()
+        y[(y == _NO_LABEL) | (y >= self.num_classes)] = self.void
+        return self._normalise(torch.cat(xs)), y
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        j = self.cfg.jitter
+        if j <= 0:
+            return x
+        b, c, s = (float(v) for v in self._rng.uniform(1 - j, 1 + j, 3))
+        grey = x.mean(1, keepdim=True)
+        x = grey + (x - grey) * s  # saturation
+        x = (x - x.mean()) * c + x.mean()  # contrast
+        return (x * b).clamp_(0, 1)  # brightness
+
+    def train_steps(self, n: int) -> float:
+        """Run ``n`` optimiser steps on the buffer; return the mean loss (NaN if empty)."""
+        losses = []
+        with self._model_lock:
+            self.model.train()
+            for _ in range(n):
+                with self._lock:
+                    pairs = self.buffer.sample(self.cfg.batch, self._rng)
+                if not pairs:
+                    break
+                x, y = self._batch(pairs)
+                logits = models.upsample(self.model(x), self.size)
+                loss = F.cross_entropy(logits, y, ignore_index=self.void)
+                if not torch.isfinite(loss):
+                    continue  # an all-void batch; nothing to learn from
+                self._opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self._opt.step()
+                losses.append(loss.item())
+                self.steps += 1
+        return float(np.mean(losses)) if losses else math.nan
+
+    # ---- evaluation ---------------------------------------------------------------------
+    def build(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        """Return a new edge model (eval mode) holding ``state``."""
+        m = models.create(self.meta.arch, self.num_classes, **self.meta.arch_cfg)
+        m.load_state_dict(state)
+        return m.eval()
+
+    def scored_pairs(self) -> list[Pair]:
+        """Return every kept pair (training buffer and held-out), e.g. for policy fitting."""
+        with self._lock:
+            return self.buffer.items() + list(self.val)
+
+    @torch.inference_mode()
+    def predict(self, model: nn.Module, rgbs: list[np.ndarray], batch: int = 8
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (labels at the input size (B, h, w) uint8, features (B, 3)) of ``model``."""
+        model.eval()
+        labs, feats = [], []
+        for i in range(0, len(rgbs), batch):
+            x = torch.from_numpy(np.stack([resize_rgb(r, self.size) for r in rgbs[i:i + batch]]))
+            x = self._normalise(x.permute(0, 3, 1, 2).float().div_(255))
+            native = model(x)
+            # Features from the native-resolution logits, as the edge computes them.
+            feats.append(hardness.features(native))
+            labs.append(models.upsample(native, self.size).argmax(1).to(torch.uint8).numpy())
+        if not labs:
+            return np.zeros((0, *self.size), np.uint8), np.zeros((0, 3))
+        return np.concatenate(labs), np.concatenate(feats)
+
+    def agreement(self, model: nn.Module, pairs: list[Pair] | None = None) -> dict[str, float]:
+        """Return pixel accuracy and mIoU of ``model`` against the cloud labels of ``pairs``."""
+        if pairs is None:
+            with self._lock:
+                pairs = list(self.val)
+        if not pairs:
+            return {'pixel_acc': math.nan, 'miou': math.nan, 'frames': 0}
+        pred, _ = self.predict(model, [p.rgb for p in pairs])
+        gt = np.stack([resize_label(p.label, self.size) for p in pairs])
+        conf = confusion(pred, gt, self.num_classes, self.void)
+        return {'pixel_acc': pixel_accuracy(conf), 'miou': miou(conf), 'frames': len(pairs)}
+
+    def active_agreement(self) -> dict[str, float]:
+        """Return the active version's agreement on the current validation set (cached)."""
+        with self._lock:
+            rev, pairs = self._val_rev, list(self.val)
+            cached = self._active_val
+        if cached and cached[0] == rev:
+            return cached[1]
+        with self._lock:
+            model = self._active_model
+        score = self.agreement(model, pairs)
+        with self._lock:
+            self._active_val = (rev, score)
+        return score
+
+    # ---- rounds, gate, versions ---------------------------------------------------------
+    def round(self, steps: int | None = None) -> Candidate | None:
+        """Train one round, validate, and return a candidate when the gate passes."""
+        with self._lock:
+            self._new_since_round = 0
+            val = list(self.val)
+        loss = self.train_steps(steps or self.cfg.steps_per_round)
+        before = self.active_agreement()
+        with self._model_lock:
+            after = self.agreement(self.model, val)
+        self.rounds += 1
+        m = self.cfg.gate_metric
+        passed = bool(after[m] > before[m] + self.cfg.gate_margin) if val else False
+        self.last_round = {'round': self.rounds, 'loss': loss, 'steps': self.steps,
+                           'before': before, 'after': after, 'passed': passed}
+        _log.info('round %d: loss %.3f, %s %.4f -> %.4f%s', self.rounds, loss, m, before[m],
+                  after[m], ' (candidate)' if passed else '')
+        if not passed:
+            return None
+        with self._model_lock:
+            state = self._snapshot()
+        with self._lock:
+            if self.pending is not None:
+                return None
+            version = self._next_version
+            self._next_version += 1
+            meta = copy.deepcopy(self.meta)
+            meta.version = version
+            meta.training_data = (f'{self.meta.training_data}; distilled from cloud labels: '
+                                  f'{self.frames_seen} frames, {self.steps} steps')
+            data = weights.to_bytes(state, meta)
+            cand = Candidate(version, data, weights.sha256(data), state, before, after,
+                             self.steps, self.frames_seen)
+            self.pending = cand
+        return cand
+
+    def commit(self, cand: Candidate) -> None:
+        """Record that the edge accepted ``cand``: it becomes active, the old one previous."""
+        with self._lock:
+            self.previous = (self.active_version, self.active)
+            self.active, self.active_version = cand.state, cand.version
+            # A new module rather than load_state_dict: the worker may be scoring the old one.
+            self._active_model = self.build(cand.state)
+            self._active_val = None
+            if self.pending is cand:
+                self.pending = None
+
+    def reject(self, cand: Candidate) -> None:
+        """Forget ``cand`` (push failed or refused) so a later round may try again."""
+        with self._lock:
+            if self.pending is cand:
+                self.pending = None
+
+    def ensure_version_above(self, version: int) -> None:
+        """Give later candidates versions above ``version`` (an edge that is already ahead)."""
+        with self._lock:
+            self._next_version = max(self._next_version, int(version) + 1)
+
+    def rollback(self) -> Candidate | None:
+        """
+        Restore the version before the last commit as a new candidate (for a re-push).
+
+        The student restarts from it with a fresh optimiser; the returned candidate carries
+        a new, larger version number (edges only accept increasing versions). None when
+        there is nothing to roll back to.
+        """
+        # Lock order everywhere: the student first, then the bookkeeping.
+        with self._model_lock, self._lock:
+            if self.previous is None:
+                return None
+            old_version, state = self.previous
+            self.model.load_state_dict(state)
+            self._opt = self._new_opt()
+            version = self._next_version
+            self._next_version += 1
+            meta = copy.deepcopy(self.meta)
+            meta.version = version
+            meta.training_data = f'{self.meta.training_data}; rollback to version {old_version}'
+            data = weights.to_bytes(state, meta)
+            self.previous = None
+            return Candidate(version, data, weights.sha256(data), state, {}, {}, self.steps,
+                             self.frames_seen)
+
+    # ---- background worker --------------------------------------------------------------
+    def start(self) -> None:
+        """Train in a daemon thread: rounds while frames arrive, idle otherwise."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name='distiller', daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the worker to stop after its current step and wait for it."""
+        self._stop.set()
+        with self._lock:
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        idle = 0
+        while not self._stop.is_set():
+            with self._lock:
+                fresh = self._new_since_round > 0
+                if not self.ready() or (not fresh and idle >= self.cfg.idle_rounds):
+                    self._wake.wait(1.0)
+                    continue
+            idle = 0 if fresh else idle + 1
+            try:
+                cand = self.round()
+            except Exception:  # keep the worker alive; the node logs it
+                _log.exception('distillation round failed')
+                self._stop.wait(1.0)
+                continue
+            if cand is not None and self.on_candidate is not None:
+                self.on_candidate(cand)
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize HxWx3 uint8 to ``size`` = (h, w) with PIL's bilinear filter, as the edge does."""
+    if tuple(rgb.shape[:2]) == tuple(size):
+        return np.array(rgb)  # a copy: the caller may reuse its buffer
+    return np.array(Image.fromarray(np.ascontiguousarray(rgb)).resize(  # a writable copy
+        (int(size[1]), int(size[0])), Image.BILINEAR))
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an HxW class-id map to ``size`` (nearest neighbour)."""
+    if tuple(label.shape[:2]) == tuple(size):
+        return np.array(label)
+    y = torch.from_numpy(np.ascontiguousarray(label))[None, None].float()
+    return F.interpolate(y, tuple(size), mode='nearest')[0, 0].to(torch.uint8).numpy()

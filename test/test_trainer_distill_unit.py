@@ -1,0 +1,103 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""The distillation core on synthetic data: replay buffer, gate, versions, rollback, worker."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from laecips_cloud.distill import DistillConfig, Distiller, ReplayBuffer
+from laecips_edge import models, weights
+
+SIZE = (64, 96)
+
+
+def _meta() -> weights.WeightsMeta:
+    return weights.WeightsMeta(input_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                               version=3, training_data='random init')
+
+
+def _pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A frame whose classes are colours: sky-grey top, road-purple bottom, a car block."""
+    h, w = 96, 128
+    rgb = np.zeros((h, w, 3), np.uint8)
+    lab = np.full((h, w), 11, np.uint8)
+    split = int(rng.integers(30, 60))
+    rgb[:split], lab[:split] = (128, 128, 128), 0
+    rgb[split:], lab[split:] = (128, 64, 128), 3
+    x = int(rng.integers(0, w - 40))
+    rgb[split - 10:split + 20, x:x + 40], lab[split - 10:split + 20, x:x + 40] = (64, 0, 128), 8
+    noise = rng.integers(-20, 20, rgb.shape)
+    return np.clip(rgb.astype(int) + noise, 0, 255).astype(np.uint8), lab
+
+
+def test_replay_buffer_keeps_recent_and_some_old():
+    buf = ReplayBuffer(capacity=20, recent_fraction=0.75, seed=0)
+    for i in range(1000):
+        buf.add(i)
+    items = buf.items()
+    assert len(buf) == 20 and len(items) == 20
+    assert items[-15:] == list(range(985, 1000))  # the newest 15, in order
+    old = items[:5]
+    assert all(i < 985 for i in old) and min(old) < 500  # reservoir spans the history
+    s = buf.sample(8, np.random.default_rng(0))
+    assert len(s) == 8 and len(set(s)) == 8
+    small = ReplayBuffer(capacity=4)
+    small.add('a')
+    assert small.sample(3, np.random.default_rng(0)) == ['a'] * 3
+
+
+def test_gate_versions_commit_and_rollback():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    meta = _meta()
+    state = models.create('fastscnn', 11).state_dict()
+    cfg = DistillConfig(lr=3e-3, batch=4, steps_per_round=15, min_frames=4, val_fraction=0.25,
+                        gate_margin=0.02, gate_metric='pixel_acc', seed=0)
+    d = Distiller(state, meta, cfg)
+    where = [d.add(*_pair(rng), seq=i) for i in range(16)]
+    assert where.count('val') == 4 and d.ready()
+    before = d.active_agreement()['pixel_acc']
+    cand = None
+    for _ in range(6):
+        cand = d.round()
+        if cand is not None:
+            break
+    assert cand is not None, d.last_round
+    assert cand.version == 4 and cand.val_after['pixel_acc'] > before + 0.02
+    sd, m = weights.from_bytes(cand.data, cand.sha256)
+    assert m.version == 4 and m.input_size == SIZE
+    # While a candidate is pending no second one is emitted, however good the student.
+    assert d.round(1) is None or d.pending is cand
+    d.commit(cand)
+    assert d.active_version == 4 and d.pending is None
+    assert d.active_agreement()['pixel_acc'] == pytest.approx(cand.val_after['pixel_acc'])
+    back = d.rollback()
+    assert back is not None and back.version == 5
+    assert all(torch.equal(back.state[k], v) for k, v in state.items())  # version 3 again
+    d.commit(back)
+    assert d.active_version == 5 and d.rollback() is not None
+    d.ensure_version_above(9)
+    d.pending = None
+    assert d._next_version == 10
+
+
+def test_background_worker_emits_a_candidate():
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    got = threading.Event()
+    seen = []
+    cfg = DistillConfig(lr=3e-3, batch=4, steps_per_round=10, min_frames=4, val_fraction=0.25,
+                        gate_margin=-1.0, seed=1)  # the gate always passes
+    d = Distiller(models.create('fastscnn', 11).state_dict(), _meta(), cfg,
+                  on_candidate=lambda c: (seen.append(c), got.set()))
+    d.start()
+    try:
+        for i in range(8):
+            d.add(*_pair(rng), seq=i)
+        assert got.wait(60), d.last_round
+    finally:
+        d.stop()
+    assert seen[0].version == 4 and len(seen) == 1  # pending blocks a second one
