@@ -127,19 +127,19 @@ class Recording:
             edge, ref = self.edge.get(stamp), self.refined.get(stamp)
             delay = (ref.t_ns - edge.t_ns) / 1e9 if edge and ref else math.nan
             if edge is not None:
-                e = _fit(edge.mask, gt.shape)
+                e = fit_mask(edge.mask, gt.shape)
                 if ref is not None and delay <= deadline_s:
-                    final, source, t = _fill(_fit(ref.mask, gt.shape), e, num_classes), \
+                    final, source, t = _fill(fit_mask(ref.mask, gt.shape), e, num_classes), \
                         'cloud', ref.t_ns
                 else:
                     final, source, t = e, 'edge', edge.t_ns
             elif ref is not None:
                 e = None
-                final, source, t = _fit(ref.mask, gt.shape), 'cloud', ref.t_ns
+                final, source, t = fit_mask(ref.mask, gt.shape), 'cloud', ref.t_ns
             else:
                 e = None
                 source, t = ('last', None) if last is not None else ('none', None)
-                final = _fit(last, gt.shape) if last is not None else np.zeros_like(gt)
+                final = fit_mask(last, gt.shape) if last is not None else np.zeros_like(gt)
             if source != 'last' and source != 'none':
                 last = final
             hard = self.hard.get(stamp)
@@ -157,7 +157,7 @@ class Recording:
         return out
 
 
-def _fit(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def fit_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Resize a label map to ``shape`` by nearest neighbour (no-op when it already fits)."""
     if mask.shape == shape:
         return mask

@@ -6,13 +6,13 @@ Record one system run for the evaluation: ground truth, masks, uploads, labels, 
 Subscribes (all names are parameters) the replay's ground truth, the edge's ``mask`` and
 ``mask_refined``, ``/laecips/hard_frames``, ``/laecips/cloud_labels`` (serialized sizes are
 counted from the raw CDR bytes), ``/laecips/weight_pushes`` and ``/laecips/stats``. Prints
-``ready`` once the publishers and subscribers named in ``require_publishers`` /
-``require_subscribers`` exist, so the replay can start. Finishes when ``expect_frames``
-ground truths are in, the last frame has a mask, every upload a label and every label a
-refined mask (or nothing new
-came for ``idle_timeout`` s after the last ground truth, or ``max_time`` passed), then
-scores the run (:mod:`laecips_eval.recorder`) and writes ``output`` (JSON) and, for the
-frames in ``keep_frames``, ``output`` with suffix ``.npz`` (edge and final masks).
+``ready`` once the publishers, subscribers and nodes named in ``require_publishers``,
+``require_subscribers`` and ``require_nodes`` exist, so the replay can start. Finishes when
+``expect_frames`` ground truths are in, the last frame has a mask, every upload a label and
+every label a refined mask (or nothing new came for ``idle_timeout`` s after the last
+ground truth, or ``max_time`` passed), then scores the run (:mod:`laecips_eval.recorder`)
+and writes ``output`` (JSON) and, for the frames in ``keep_frames``, ``output`` with suffix
+``.npz`` (edge and final masks).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class RecorderNode(Node):
                                       'publisher before ready') if t]
         self.req_subs = [t for t in d('require_subscribers', [''], 'topics that need a '
                                       'subscriber (besides this node) before ready') if t]
+        self.req_nodes = [n for n in d('require_nodes', [''], 'node names that must exist '
+                                       'before ready') if n]
         topics = {
             'gt': d('gt_topic', '/camera/ground_truth', 'ground truth (mono8)'),
             'mask': d('mask_topic', '/robot1/edge/mask', "the edge's mask (mono8)"),
@@ -159,6 +161,10 @@ class RecorderNode(Node):
 
     # ---- progress ----------------------------------------------------------------------
     def _graph_ready(self) -> bool:
+        if self.req_nodes:
+            names = set(self.get_node_names())
+            if any(n.rsplit('/', 1)[-1] not in names for n in self.req_nodes):
+                return False
         for t in self.req_pubs:
             if self.count_publishers(t) < 1:
                 return False
