@@ -101,7 +101,7 @@ def _param(v: object) -> str:
     if isinstance(v, bool):
         return 'true' if v else 'false'
     if isinstance(v, (list, tuple)):
-        return '[' + ','.join(_param(x) for x in v) + ']'
+        return '[' + ','.join(_param(x) for x in (v or [''])) + ']'  # [] has no type
     if isinstance(v, str) and (v == '' or any(c in v for c in ':{}[]#,')):
         return "'" + v.replace("'", "''") + "'"
     return str(v)
@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / 'runs').mkdir(parents=True, exist_ok=True)
     try:
         names = systems.resolve([s for s in args.systems.split(',') if s])
+        spec = parse_spec(args.link) if args.link else None
     except ValueError as e:
         print(f'evaluate: {e}', file=sys.stderr)
         return 2
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {}
     link_counters: dict[str, dict] = {}
     with contextlib.ExitStack() as stack:
-        link = stack.enter_context(Link(parse_spec(args.link))) if args.link else None
+        link = stack.enter_context(Link(spec)) if spec else None
         runner = Runner(out / 'logs', env, link)
         stack.callback(runner.stop_all)
         cloud = any(n != 'edge_only' for n in names)
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = 'evaluate ' + shlex.join(argv if argv is not None else sys.argv[1:])
     md = [f'Command: `{cmd}`', '',
           f'{n_frames} frames at {args.rate:g} Hz, deadline {args.deadline:g} s'
-          + (f', link {parse_spec(args.link)}' if args.link else ', loopback DDS') + '.', '',
+          + (f', link {spec}' if spec else ', loopback DDS') + '.', '',
           report.table(rows), '', 'Goals:'] + goals(rows, labels, bool(args.link))
     (out / 'table.md').write_text('\n'.join(md) + '\n')
     report.write_json(out / 'results.json', {

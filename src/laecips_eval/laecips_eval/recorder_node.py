@@ -95,8 +95,9 @@ class RecorderNode(Node):
         self.create_timer(0.1, self._tick)
 
     def _declare(self, name: str, default, description: str):
-        return self.declare_parameter(
+        value = self.declare_parameter(
             name, default, ParameterDescriptor(description=description)).value
+        return default if value is None else value
 
     # ---- callbacks ---------------------------------------------------------------------
     def _event(self) -> None:

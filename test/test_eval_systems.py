@@ -1,0 +1,47 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""The evaluated systems: run order, and baselines tuned to LAECIPS's upload ratio."""
+
+import numpy as np
+import pytest
+
+from laecips_eval import evaluate, systems
+
+
+def test_resolve_adds_dependencies_in_order():
+    assert systems.resolve(['random']) == ['laecips', 'random']
+    assert systems.resolve(['entropy', 'edge_only']) == ['edge_only', 'cloud_only', 'laecips',
+                                                         'entropy']
+    with pytest.raises(ValueError):
+        systems.resolve(['magic'])
+
+
+@pytest.mark.parametrize('ratio', [0.0, 0.1, 0.27, 0.5, 1.0])
+def test_tuned_thresholds_hit_the_ratio(ratio):
+    f = np.random.default_rng(0).random((200, 3))
+    fixed = systems.build('fixed_matched', ratio, f)[0]
+    assert fixed.rule == 'fixed' and fixed.params['p'] == 0.9
+    assert np.mean(f[:, 0] <= fixed.params['easy']) == pytest.approx(ratio, abs=0.006)
+    ent = systems.build('entropy', ratio, f)[0]
+    assert np.mean(f[:, 1] > ent.params['threshold']) == pytest.approx(ratio, abs=0.006)
+
+
+def test_build_systems():
+    runs = systems.build('random', 0.25, seeds=3)
+    assert [r.seed for r in runs] == [0, 1, 2] and runs[0].policy_params() == 'rate=0.25'
+    assert systems.build('fixed', None)[0].policy_params() == 'easy=0.95,p=0.9'
+    assert systems.build('laecips', None, laecips_policy=('learned', {'threshold': 0.3}))[0] \
+        .trainer
+    with pytest.raises(ValueError):
+        systems.build('random', None)
+    with pytest.raises(ValueError):
+        systems.build('entropy', 0.3, features=[])
+
+
+def test_node_argv_and_overlay_picks():
+    argv = evaluate.node_argv('edge', {'policy_params': '', 'a': [1, 2], 'b': True,
+                                       'c': 'x=1,y=2'})
+    assert argv[-8:] == ['-p', "policy_params:=''", '-p', 'a:=[1,2]', '-p', 'b:=true',
+                         '-p', "c:='x=1,y=2'"]
+    assert '__ns:=/robot1' in argv
+    assert evaluate.keep_indices(['day'] * 4 + ['dusk'] * 3, 10) == [2, 3, 5, 6]
