@@ -279,6 +279,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--edge-param', action='append', default=[], metavar='K=V')
     p.add_argument('--bridge-param', action='append', default=[], metavar='K=V')
     p.add_argument('--trainer-param', action='append', default=[], metavar='K=V')
+    p.add_argument('--node-module', action='append', default=[], metavar='KIND=MODULE',
+                   help='run another module for a node: edge, bridge or trainer')
     p.add_argument('--robot-id', default='robot1')
     p.add_argument('--overlays', type=int, default=6, help='overlay images per system')
     p.add_argument('--domain-id', type=int, default=None, help='ROS_DOMAIN_ID (default: '
@@ -302,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f'evaluate: {e}', file=sys.stderr)
         return 2
+    for kind, module in _kv(args.node_module).items():
+        if kind not in MODULES:
+            print(f'evaluate: --node-module: unknown node {kind!r}', file=sys.stderr)
+            return 2
+        MODULES[kind] = module
     args.edge_params = {**(TINY['edge'] if args.tiny else {}), **_kv(args.edge_param)}
     args.bridge_params = {**(TINY['bridge'] if args.tiny else {}), **_kv(args.bridge_param)}
     args.trainer_params = {**(TINY['trainer'] if args.tiny else {}), **_kv(args.trainer_param)}
