@@ -169,7 +169,9 @@ def run_system(sys_: systems.System, args, runner: Runner, bag: Path, n_frames: 
                   'max_time': args.system_timeout,
                   'mask_topic': f'/{robot}/edge/mask',
                   'refined_topic': f'/{robot}/edge/mask_refined',
-                  'require_publishers': [f'/{robot}/edge/mask'],
+                  'require_publishers': [f'/{robot}/edge/mask', f'/{robot}/edge/mask_refined']
+                  + (['/laecips/hard_frames', '/laecips/cloud_labels'] if uploads else [])
+                  + (['/laecips/weight_pushes'] if sys_.trainer else []),
                   'require_subscribers': require_subs, 'require_nodes': require_nodes}
     rec = runner.start(f'{tag}.recorder', 'edge',
                        [sys.executable, '-m', 'laecips_eval.recorder_node', '--ros-args']
@@ -310,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         MODULES[kind] = module
     args.edge_params = {**(TINY['edge'] if args.tiny else {}), **_kv(args.edge_param)}
-    args.bridge_params = {**(TINY['bridge'] if args.tiny else {}), **_kv(args.bridge_param)}
-    args.trainer_params = {**(TINY['trainer'] if args.tiny else {}), **_kv(args.trainer_param)}
+    args.bridge_params = {'torch_threads': 1, 'device': 'cpu',
+                          **(TINY['bridge'] if args.tiny else {}), **_kv(args.bridge_param)}
+    args.trainer_params = {'num_threads': 1, **(TINY['trainer'] if args.tiny else {}),
+                           **_kv(args.trainer_param)}
     rule, _, kv = args.laecips_policy.partition(':')
     laecips_policy = (rule, _kv([x for x in kv.split(',') if x]))
 

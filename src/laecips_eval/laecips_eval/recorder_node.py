@@ -7,7 +7,8 @@ Subscribes (all names are parameters) the replay's ground truth, the edge's ``ma
 ``mask_refined``, ``/laecips/hard_frames``, ``/laecips/cloud_labels`` (serialized sizes are
 counted from the raw CDR bytes), ``/laecips/weight_pushes`` and ``/laecips/stats``. Prints
 ``ready`` once the publishers, subscribers and nodes named in ``require_publishers``,
-``require_subscribers`` and ``require_nodes`` exist, so the replay can start. Finishes when
+``require_subscribers`` and ``require_nodes`` exist (for topics it subscribes itself: once
+its subscription has matched a publisher), so the replay can start. Finishes when
 ``expect_frames`` ground truths are in, the last frame has a mask, every upload a label and
 every label a refined mask (or nothing new came for ``idle_timeout`` s after the last
 ground truth, or ``max_time`` passed), then scores the run (:mod:`laecips_eval.recorder`)
@@ -83,13 +84,19 @@ class RecorderNode(Node):
                               if rel == 'best_effort' else ReliabilityPolicy.RELIABLE)
 
         sub = self.create_subscription
-        sub(Image, topics['gt'], self._on_gt, qos('reliable'), raw=True)
-        sub(Image, topics['mask'], self._on_mask, qos(mask_rel), raw=True)
-        sub(Image, topics['refined'], self._on_refined, qos(mask_rel), raw=True)
-        sub(HardFrame, topics['hard'], self._on_hard, qos(data_rel), raw=True)
-        sub(CloudLabel, topics['labels'], self._on_label, qos(data_rel), raw=True)
-        sub(WeightPush, topics['pushes'], self._on_push, qos(data_rel))
-        sub(EdgeStats, topics['stats'], self._on_stats, qos('best_effort'))
+        self.subs = {
+            topics['gt']: sub(Image, topics['gt'], self._on_gt, qos('reliable'), raw=True),
+            topics['mask']: sub(Image, topics['mask'], self._on_mask, qos(mask_rel), raw=True),
+            topics['refined']: sub(Image, topics['refined'], self._on_refined, qos(mask_rel),
+                                   raw=True),
+            topics['hard']: sub(HardFrame, topics['hard'], self._on_hard, qos(data_rel),
+                                raw=True),
+            topics['labels']: sub(CloudLabel, topics['labels'], self._on_label, qos(data_rel),
+                                  raw=True),
+            topics['pushes']: sub(WeightPush, topics['pushes'], self._on_push, qos(data_rel)),
+            topics['stats']: sub(EdgeStats, topics['stats'], self._on_stats,
+                                 qos('best_effort')),
+        }
         self.own_subs = set(topics.values())
         self.ready = False
         self.create_timer(0.1, self._tick)
@@ -167,7 +174,10 @@ class RecorderNode(Node):
             if any(n.rsplit('/', 1)[-1] not in names for n in self.req_nodes):
                 return False
         for t in self.req_pubs:
-            if self.count_publishers(t) < 1:
+            # Our own subscriptions must have matched a publisher (not only seen it in the
+            # graph), or the first messages could be missed.
+            own = self.subs.get(t)
+            if (own.get_publisher_count() if own else self.count_publishers(t)) < 1:
                 return False
         for t in self.req_subs:
             if self.count_subscribers(t) < 1 + (t in self.own_subs):
