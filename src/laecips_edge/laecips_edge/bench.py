@@ -1,0 +1,227 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+Edge speed benchmark at 360x480, as JSON: raw model variants side by side, then the node.
+
+1. ``raw``: model forward fps for each variant (threads, no_grad vs inference_mode,
+   channels_last, BatchNorm folding, TorchScript freeze, input resolution), all built from a
+   state_dict (the path weight updates take), plus ``Segmenter.infer`` fps (resize,
+   normalise, forward, hardness, 360x480 mask) for the node's configuration.
+2. ``node``: the edge node in its own process, this process as the camera (360x480 rgb8,
+   reliable QoS): closed loop (next frame when the mask arrives) for the node's throughput,
+   and an open-loop 30 Hz camera for fps, skipped frames and camera stamp -> mask latency.
+
+    bench_edge [--weights W] [--seconds 3] [--node-threads 1 2] [--out bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+
+from laecips_edge import camvid as cv
+from laecips_edge import engine, weights
+
+H, W = 360, 480
+
+
+def _frames(n: int = 16) -> list[np.ndarray]:
+    root = cv.find_root()
+    if root is not None:
+        return [f.rgb() for f in cv.frames(root, 'test', (cv.DAY_TEST,))[:n]]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _rate(fn, seconds: float) -> tuple[float, float]:
+    """Run ``fn`` repeatedly for ``seconds``; return (calls per second, median ms)."""
+    fn()
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 5:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1.0 / np.mean(times), 1e3 * float(np.median(times))
+
+
+RAW_VARIANTS = [  # name, Options kwargs, grad mode
+    ('eager no_grad', dict(fuse_bn=False, channels_last=False), 'no_grad'),
+    ('+inference_mode', dict(fuse_bn=False, channels_last=False), 'inference'),
+    ('+channels_last', dict(fuse_bn=False, channels_last=True), 'inference'),
+    ('+fuse_bn (default)', dict(fuse_bn=True, channels_last=True), 'inference'),
+    ('+fuse_bn, contiguous', dict(fuse_bn=True, channels_last=False), 'inference'),
+    ('+jit trace+freeze', dict(fuse_bn=True, channels_last=True, jit=True), 'inference'),
+]
+
+
+def bench_raw(sd, meta, frames, seconds: float, threads: list[int]) -> list[dict]:
+    out = []
+    sizes = [tuple(meta.input_size), (H, W), (144, 192)]
+    for t in threads:
+        torch.set_num_threads(t)
+        for size in sizes:
+            variants = RAW_VARIANTS if size == tuple(meta.input_size) else RAW_VARIANTS[3:4]
+            for name, kw, mode in variants:
+                seg = engine.Segmenter(meta, sd, engine.Options(input_size=size, **kw))
+                x = seg.preprocess(frames[0])
+                model = seg._active.model
+                ctx = torch.inference_mode if mode == 'inference' else torch.no_grad
+
+                def fwd():
+                    with ctx():
+                        model(x)
+                fps, ms = _rate(fwd, seconds)
+                row = {'threads': t, 'input': list(size), 'variant': name,
+                       'forward_fps': round(fps, 1), 'forward_ms_p50': round(ms, 2)}
+                if 'default' in name:
+                    i = iter(range(10**9))
+                    fps, ms = _rate(lambda: seg.infer(frames[next(i) % len(frames)]), seconds)
+                    row.update(infer_fps=round(fps, 1), infer_ms_p50=round(ms, 2))
+                out.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    return out
+
+
+def bench_node(weights_path: str, frames, seconds: float, threads: int,
+               extra: dict | None = None) -> dict:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from laecips_edge import codecs
+    from laecips_msgs.msg import EdgeStats
+
+    params = {'weights': weights_path, 'image_qos': 'reliable', 'num_threads': threads,
+              'policy_rule': 'never', 'stats_period': 0.5, **(extra or {})}
+    argv = [sys.executable, '-m', 'laecips_edge.edge_node', '--ros-args', '-r', '__ns:=/bench']
+    for k, v in params.items():
+        argv += ['-p', f'{k}:={v}']
+    node_proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 start_new_session=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node('bench_camera', context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
+    qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+    got: dict[int, float] = {}
+    stats: list = []
+    cond = threading.Condition()
+
+    def on_mask(m):
+        with cond:
+            got[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec] = time.time_ns()
+            cond.notify_all()
+    node.create_subscription(Image, '/bench/edge/mask', on_mask, qos)
+    node.create_subscription(EdgeStats, '/laecips/stats', stats.append, 10)
+    pub = node.create_publisher(Image, '/camera/image_raw', qos)
+    msgs = [codecs.array_to_image(f, Image, 'rgb8') for f in frames]
+
+    def send(i: int) -> int:
+        m = msgs[i % len(msgs)]
+        t = time.time_ns()
+        m.header.stamp.sec, m.header.stamp.nanosec = divmod(t, 10**9)
+        pub.publish(m)
+        return t
+    try:
+        deadline = time.monotonic() + 120
+        while pub.get_subscription_count() == 0 or not stats:
+            if node_proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError('edge node did not start: '
+                                   + node_proc.stderr.read().decode()[-2000:])
+            time.sleep(0.05)
+        # Closed loop: the next frame goes out when the previous mask is back.
+        lat, n, t0 = [], 0, time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            t = send(n)
+            with cond:
+                cond.wait_for(lambda: t in got, 5.0)
+            if t in got:
+                lat.append((got[t] - t) / 1e6)
+            n += 1
+        closed = {'fps': round(len(lat) / (time.monotonic() - t0), 1),
+                  'latency_ms_p50': round(float(np.percentile(lat, 50)), 2),
+                  'latency_ms_p95': round(float(np.percentile(lat, 95)), 2)}
+        # Open loop: a 30 Hz camera.
+        base = stats[-1]
+        sent = []
+        t0 = time.monotonic()
+        while (now := time.monotonic()) - t0 < seconds:
+            sent.append(send(len(sent)))
+            time.sleep(max(0.0, t0 + len(sent) / 30.0 - time.monotonic()))
+        time.sleep(0.5)  # let the last masks and a stats message arrive
+        lat = [(got[t] - t) / 1e6 for t in sent if t in got]
+        last = stats[-1]
+        opened = {'camera_hz': 30, 'sent': len(sent), 'masks': len(lat),
+                  'fps': round(len(lat) / (now - t0), 1),
+                  'skipped': last.skipped - base.skipped,
+                  'latency_ms_p50': round(float(np.percentile(lat, 50)), 2),
+                  'latency_ms_p95': round(float(np.percentile(lat, 95)), 2),
+                  'node_reported_p50_ms': round(last.latency_p50_ms, 2)}
+        return {'threads': threads, 'params': params, 'closed_loop': closed,
+                'camera_30hz': opened}
+    finally:
+        node_proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            node_proc.wait(10)
+        if node_proc.poll() is None:
+            node_proc.kill()
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from laecips_edge.edge_node import factory_weights
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    ap.add_argument('--weights', default=None, help='weights file (default: factory)')
+    ap.add_argument('--seconds', type=float, default=3.0, help='per measurement')
+    ap.add_argument('--threads', type=int, nargs='+', default=[1, 2], help='raw variants')
+    ap.add_argument('--node-threads', type=int, nargs='+', default=[1, 2])
+    ap.add_argument('--skip-node', action='store_true')
+    ap.add_argument('--out', help='also write the JSON here')
+    args = ap.parse_args(argv)
+    path = args.weights or factory_weights()
+    sd, meta = weights.load(path)
+    frames = _frames()
+    # Large frames between processes: the shared-memory profile, unless one is set already.
+    shm = Path(os.environ.get('LAECIPS_ROOT', Path.cwd())) / 'config' / 'fastdds_shm.xml'
+    if shm.is_file():
+        os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(shm))
+    report = {'camera': [H, W], 'weights': str(path), 'model_input': list(meta.input_size),
+              'cpu_count': os.cpu_count(), 'torch': torch.__version__,
+              'loadavg_before': os.getloadavg(),
+              'raw': bench_raw(sd, meta, frames, args.seconds, args.threads)}
+    if not args.skip_node:
+        report['node'] = [bench_node(path, frames, args.seconds * 2, t)
+                          for t in args.node_threads]
+        best = {r['threads']: r for r in report['raw'] if 'infer_fps' in r
+                and r['input'] == list(meta.input_size)}
+        for r in report['node']:
+            raw = best.get(r['threads'])
+            if raw:  # the node's throughput against the same work without ROS
+                r['infer_fps_without_ros'] = raw['infer_fps']
+                r['ros_overhead'] = round(1 - r['closed_loop']['fps'] / raw['infer_fps'], 3)
+    report['loadavg_after'] = os.getloadavg()
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,150 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+sensor_msgs Image / CompressedImage <-> numpy, without rclpy or cv_bridge.
+
+Duck-typed on the message fields (``height``, ``width``, ``encoding``, ``step``, ``data``;
+``format``, ``data``): callers pass a message class (or an instance to fill) so this module
+imports no ROS package. Images come out as HxWx3 uint8 RGB, label maps as HxW uint8.
+Anything malformed raises :class:`CodecError`.
+"""
+
+from __future__ import annotations
+
+import array
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# encoding -> (channels, permutation to RGB or None)
+ENCODINGS = {'rgb8': (3, None), 'bgr8': (3, [2, 1, 0]), 'mono8': (1, None),
+             'rgba8': (4, [0, 1, 2]), 'bgra8': (4, [2, 1, 0])}
+# Refuse decompressing anything larger than this (a 64 Mpx "zip bomb" guard).
+MAX_PIXELS = 64 << 20
+
+
+class CodecError(ValueError):
+    """A malformed image: unknown encoding, size mismatch, corrupt compressed data."""
+
+
+def _bytes_view(data) -> np.ndarray:
+    # rclpy gives array.array('B') (buffer protocol, no copy); tests may use bytes or lists.
+    if isinstance(data, (bytes, bytearray, memoryview, array.array)):
+        return np.frombuffer(data, np.uint8)
+    return np.asarray(data, np.uint8)
+
+
+def _set_data(msg, buf: bytes) -> None:
+    # array.array('B', bytes) is a memcpy; rclpy would check a bytes/list element by element.
+    msg.data = array.array('B', buf)
+
+
+def _new(msg_or_cls):
+    return msg_or_cls() if isinstance(msg_or_cls, type) else msg_or_cls
+
+
+def image_to_array(msg) -> np.ndarray:
+    """Return the pixels of a raw Image as HxWxC uint8 (HxW for mono8), in its own order."""
+    enc = str(msg.encoding).lower()
+    if enc not in ENCODINGS:
+        raise CodecError(f'unsupported encoding {msg.encoding!r}; use one of '
+                         f'{", ".join(ENCODINGS)}')
+    ch = ENCODINGS[enc][0]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0 or h * w > MAX_PIXELS:
+        raise CodecError(f'bad image size {w}x{h}')
+    if step < w * ch:
+        raise CodecError(f'step {step} < width {w} x {ch} channels')
+    buf = _bytes_view(msg.data)
+    if buf.size < step * (h - 1) + w * ch:
+        raise CodecError(f'{buf.size} data bytes for {w}x{h} {enc} with step {step}')
+    # Rows may be padded to ``step`` bytes: view with strides, copy only the pixels.
+    rows = np.lib.stride_tricks.as_strided(buf, (h, w * ch), (step, 1))
+    px = np.ascontiguousarray(rows).reshape(h, w, ch)
+    return px[:, :, 0] if ch == 1 else px
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """Return a raw Image as HxWx3 uint8 RGB (mono8 is replicated, alpha dropped)."""
+    px = image_to_array(msg)
+    if px.ndim == 2:
+        return np.repeat(px[:, :, None], 3, axis=2)
+    perm = ENCODINGS[str(msg.encoding).lower()][1]
+    return np.ascontiguousarray(px[:, :, perm]) if perm is not None else px
+
+
+def array_to_image(arr: np.ndarray, msg_or_cls, encoding: str | None = None,
+                   header=None):
+    """Fill an Image from HxW (mono8) or HxWx3 (rgb8 unless ``encoding`` says bgr8) uint8."""
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype != np.uint8:
+        raise CodecError(f'expected uint8 pixels, got {arr.dtype}')
+    ch = 1 if arr.ndim == 2 else arr.shape[2]
+    encoding = encoding or {1: 'mono8', 3: 'rgb8', 4: 'rgba8'}.get(ch, '')
+    if encoding not in ENCODINGS or ENCODINGS[encoding][0] != ch:
+        raise CodecError(f'cannot store {arr.shape} pixels as {encoding!r}')
+    msg = _new(msg_or_cls)
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding, msg.is_bigendian, msg.step = encoding, 0, int(arr.shape[1] * ch)
+    _set_data(msg, arr.tobytes())
+    return msg
+
+
+def _open(data) -> Image.Image:
+    raw = _bytes_view(data).tobytes()
+    if not raw:
+        raise CodecError('empty compressed image')
+    try:
+        im = Image.open(io.BytesIO(raw))
+        if im.width * im.height > MAX_PIXELS:
+            raise CodecError(f'compressed image too large: {im.width}x{im.height}')
+        im.load()
+    except CodecError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise CodecError(f'corrupt compressed image: {e}') from e
+    return im
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """Decode a CompressedImage (JPEG or PNG, any colour mode) to HxWx3 uint8 RGB."""
+    return np.asarray(_open(msg.data).convert('RGB'))
+
+
+def compressed_to_label(msg) -> np.ndarray:
+    """Decode a PNG label map (mono8 / palette indices) to HxW uint8 class ids."""
+    im = _open(msg.data)
+    if im.mode not in ('L', 'P'):
+        raise CodecError(f'label map must be 8-bit single channel, got PNG mode {im.mode}')
+    return np.asarray(im)
+
+
+def to_rgb(msg) -> np.ndarray:
+    """Decode either message type to HxWx3 uint8 RGB."""
+    return image_to_rgb(msg) if hasattr(msg, 'encoding') else compressed_to_rgb(msg)
+
+
+def encode_compressed(arr: np.ndarray, msg_or_cls, fmt: str = 'jpeg', quality: int = 90,
+                      header=None):
+    """Fill a CompressedImage with ``arr`` (HxWx3 RGB or HxW mono8) as JPEG or PNG."""
+    fmt = fmt.lower()
+    if fmt not in ('jpeg', 'png'):
+        raise CodecError(f'unsupported compressed format {fmt!r}; use jpeg or png')
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+        raise CodecError(f'cannot compress {arr.dtype} array of shape {arr.shape}')
+    buf = io.BytesIO()
+    im = Image.fromarray(arr)
+    if fmt == 'jpeg':
+        im.save(buf, format='JPEG', quality=int(quality))
+    else:
+        # compress_level 1: label maps compress well anyway, and the edge has 2 cores.
+        im.save(buf, format='PNG', compress_level=1)
+    msg = _new(msg_or_cls)
+    if header is not None:
+        msg.header = header
+    msg.format = fmt
+    _set_data(msg, buf.getvalue())
+    return msg

@@ -1,0 +1,370 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+The edge node: segment the camera stream, send hard frames to the cloud, take new weights.
+
+The camera callback only keeps the newest frame (a replaced frame counts as skipped); a
+worker thread decodes, segments, publishes ``~/mask`` (and the colour views while someone
+subscribes), scores hardness and asks the upload policy. ``~/update_weights`` checks and
+builds a new model in its own callback group and swaps it in between two frames.
+Algorithms live in laecips_edge.{engine,hardness,policy,weights,codecs}; this file wires them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+import hashlib
+import hmac
+import json
+from pathlib import Path
+import threading
+import time
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import CompressedImage, Image
+
+from laecips_edge import codecs, engine, weights
+from laecips_edge.policy import Policy, PolicyError
+from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame
+from laecips_msgs.msg import Policy as PolicyMsg
+from laecips_msgs.srv import UpdateWeights
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def factory_weights() -> str:
+    """Return the installed factory weights (share/laecips_edge/weights), else the source."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        p = Path(get_package_share_directory('laecips_edge')) / 'weights' / 'factory.safetensors'
+        if p.is_file():
+            return str(p)
+    except (ImportError, LookupError, ValueError):
+        pass
+    return str(Path(__file__).resolve().parents[1] / 'weights' / 'factory.safetensors')
+
+
+def parse_params(text: str) -> dict[str, float]:
+    """Parse policy parameters given as JSON (``{"rate": 0.2}``) or ``rate=0.2,easy=0.9``."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith('{'):
+        return {k: float(v) for k, v in json.loads(text).items()}
+    return {k.strip(): float(v) for k, v in (kv.split('=', 1) for kv in text.split(','))}
+
+
+def sign(key: str, version: int, sha256: str, rule: str) -> str:
+    """HMAC-SHA256 over ``version:sha256:rule`` (UpdateWeights.srv), lowercase hex."""
+    return hmac.new(key.encode(), f'{version}:{sha256}:{rule}'.encode(),
+                    hashlib.sha256).hexdigest()
+
+
+class EdgeNode(Node):
+
+    PARAMS = {  # name: (default, description)
+        'weights': ('', 'safetensors weights file; empty = installed factory weights'),
+        'arch': ('', "architecture; empty = the weights' metadata, 'torchscript' = arch_cfg"),
+        'arch_cfg': ('', 'JSON kwargs of models.create, e.g. {"path": m.pt, "class_map": c}'),
+        'device': ('cpu', 'torch device'),
+        'num_threads': (0, 'torch threads; 0 = one per core'),
+        'input_height': (0, "model input height; 0 = the weights' metadata"),
+        'input_width': (0, "model input width; 0 = the weights' metadata"),
+        'mask_res': ('model', "'model': argmax at model input size then nearest; 'full'"),
+        'input_type': ('image', "'image' (sensor_msgs/Image) or 'compressed'"),
+        'camera_topic': ('/camera/image_raw', 'camera topic (/compressed added for compressed)'),
+        'image_qos': ('sensor_data', "'sensor_data' (best effort) or 'reliable'"),
+        'policy_rule': ('fixed', 'never | always | random | fixed | entropy | learned'),
+        'policy_params': ('', 'policy parameters: JSON or k=v,k=v (e.g. rate=0.2)'),
+        'seed': (0, 'seed of the random policy'),
+        'jpeg_quality': (90, 'JPEG quality of uploaded frames'),
+        'send_edge_label': (False, 'attach the edge label map (PNG) to hard frames'),
+        'robot_id': ('', 'robot id; empty = the namespace without the leading /'),
+        'state_dir': ('', 'folder persisting accepted weights, version and policy; empty = off'),
+        'stats_period': (1.0, 'seconds between /laecips/stats messages'),
+        'hmac_key': ('', 'shared key; when set, unsigned or badly signed updates are refused'),
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__('edge', **kwargs)
+        p = {}
+        for name, (default, text) in self.PARAMS.items():
+            # Dynamic typing, then a cast: `-p stats_period:=1` (an int) must not kill the node.
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=text, read_only=True, dynamic_typing=True))
+            value = self.get_parameter(name).value
+            p[name] = type(default)(default if value is None else value)
+        self.p = p
+        self.robot_id = p['robot_id'] or self.get_namespace().strip('/') or self.get_name()
+        engine.set_threads(p['num_threads'])
+        self.rng = np.random.default_rng(p['seed'])
+        self.segmenter, self.policy = self._load_model(p)
+        self.get_logger().info(
+            f'robot {self.robot_id}: {self.segmenter.meta.arch} v{self.segmenter.version} '
+            f'input {self.segmenter.input_size}, policy {self.policy.to_json()}')
+
+        # Counters (EdgeStats) and the latest-frame slot, guarded by one lock.
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.pending = None  # (msg, seq)
+        self.c = dict.fromkeys(['frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded',
+                                'bytes_up', 'labels_in', 'bytes_down', 'labels_rejected',
+                                'updates_accepted', 'updates_rejected',
+                                'weight_bytes_in'], 0)
+        self.latencies: deque[float] = deque(maxlen=10000)
+        self.period_masks, self.period_start = 0, time.monotonic()
+
+        qos = RELIABLE if p['image_qos'] == 'reliable' else qos_profile_sensor_data
+        compressed = p['input_type'] == 'compressed'
+        topic = p['camera_topic']
+        if compressed and not topic.endswith('/compressed'):
+            topic += '/compressed'
+        self.create_subscription(CompressedImage if compressed else Image, topic,
+                                 self._on_frame, qos)
+        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_mask = self.create_publisher(Image, '~/mask', out_qos)
+        self.pub_color = self.create_publisher(Image, '~/mask_color', out_qos)
+        self.pub_overlay = self.create_publisher(Image, '~/overlay', out_qos)
+        self.pub_refined = self.create_publisher(Image, '~/mask_refined', out_qos)
+        self.pub_hard = self.create_publisher(HardFrame, '/laecips/hard_frames', RELIABLE)
+        self.pub_stats = self.create_publisher(EdgeStats, '/laecips/stats', RELIABLE)
+        # Labels, updates and stats each get their own group so none waits on another.
+        self.create_subscription(CloudLabel, '/laecips/cloud_labels', self._on_label, RELIABLE,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(UpdateWeights, '~/update_weights', self._on_update,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(p['stats_period'], self._publish_stats,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.running = True
+        self.worker = threading.Thread(target=self._work, name='edge-infer', daemon=True)
+        self.worker.start()
+
+    # --- model and policy -------------------------------------------------------------
+    def _load_model(self, p: dict) -> tuple[engine.Segmenter, Policy]:
+        opts = engine.Options(mask_res=p['mask_res'], input_size=(
+            (p['input_height'], p['input_width']) if p['input_height'] > 0 else None))
+        policy = Policy(p['policy_rule'], parse_params(p['policy_params']))
+        if p['state_dir']:
+            try:
+                state = weights.load_state(p['state_dir'])
+            except weights.WeightsError as e:
+                self.get_logger().error(f'ignoring saved state in {p["state_dir"]}: {e}')
+                state = None
+            if state is not None:
+                sd, meta, pol = state
+                self.get_logger().info(f'resuming v{meta.version} from {p["state_dir"]}')
+                return (engine.Segmenter(meta, sd, opts, p['device']),
+                        Policy.from_dict(pol) if pol else policy)
+        if p['arch'] == 'torchscript':
+            cfg = json.loads(p['arch_cfg'] or '{}')
+            meta = weights.WeightsMeta(arch='torchscript', arch_cfg=cfg,
+                                       input_size=opts.input_size or (360, 480))
+            if cfg.get('class_map'):
+                from laecips_edge.classes import ClassMap
+                meta.class_map = ClassMap.load(cfg['class_map'])
+            return engine.Segmenter(meta, None, opts, p['device']), policy
+        seg = engine.Segmenter.from_file(p['weights'] or factory_weights(), options=opts,
+                                         device=p['device'])
+        if p['arch'] and p['arch'] != seg.meta.arch:
+            raise weights.WeightsError(f'weights are for {seg.meta.arch}, not {p["arch"]}')
+        return seg, policy
+
+    def _persist(self) -> None:
+        if not self.p['state_dir']:
+            return
+        meta = self.segmenter.meta
+        meta = weights.WeightsMeta(**{**meta.__dict__, 'version': self.segmenter.version})
+        try:
+            weights.save_state(self.p['state_dir'], self.segmenter.state_dict(), meta,
+                               self.policy.to_dict())
+        except OSError as e:  # the update is live; only the restart would lose it
+            self.get_logger().error(f'could not persist v{meta.version}: {e}')
+
+    # --- camera -> worker -------------------------------------------------------------
+    def _on_frame(self, msg) -> None:
+        with self.lock:
+            seq = self.c['frames_in']
+            self.c['frames_in'] += 1
+            if self.pending is not None:
+                self.c['skipped'] += 1
+            self.pending = (msg, seq)
+            self.wake.notify()
+
+    def _work(self) -> None:
+        while self.running:
+            with self.lock:
+                while self.pending is None and self.running:
+                    self.wake.wait(0.2)
+                item, self.pending = self.pending, None
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except codecs.CodecError as e:
+                with self.lock:
+                    self.c['rejected'] += 1
+                self.get_logger().warning(f'dropped a camera frame: {e}',
+                                          throttle_duration_sec=5.0)
+            except Exception as e:  # keep segmenting whatever one frame did
+                with self.lock:
+                    self.c['rejected'] += 1
+                self.get_logger().error(f'frame failed: {e!r}', throttle_duration_sec=5.0)
+
+    def _process(self, msg, seq: int) -> None:
+        rgb = codecs.to_rgb(msg)
+        res = self.segmenter.infer(rgb)
+        self.pub_mask.publish(codecs.array_to_image(res.mask, Image, 'mono8', msg.header))
+        now = self.get_clock().now()
+        stamp = msg.header.stamp
+        latency = (now.nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+        with self.lock:
+            self.c['masks_out'] += 1
+            self.period_masks += 1
+            self.latencies.append(latency)
+        cm = self.segmenter.class_map
+        if self.pub_color.get_subscription_count():
+            self.pub_color.publish(codecs.array_to_image(engine.colorize(res.mask, cm), Image,
+                                                         'rgb8', msg.header))
+        if self.pub_overlay.get_subscription_count():
+            self.pub_overlay.publish(codecs.array_to_image(engine.overlay(rgb, res.mask, cm),
+                                                           Image, 'rgb8', msg.header))
+        if self.policy.decide(res.features, self.rng):
+            self._upload(msg, rgb, res, seq)
+
+    def _upload(self, msg, rgb: np.ndarray, res: engine.Result, seq: int) -> None:
+        hf = HardFrame(header=msg.header, robot_id=self.robot_id, seq=seq,
+                       hardness=float(1.0 - res.features[0]),
+                       features=[float(v) for v in res.features],
+                       model_version=res.version)
+        if hasattr(msg, 'format') and 'jpeg' in msg.format.lower():
+            hf.image = CompressedImage(header=msg.header, format='jpeg', data=msg.data)
+        else:
+            codecs.encode_compressed(rgb, hf.image, 'jpeg', self.p['jpeg_quality'], msg.header)
+        if self.p['send_edge_label']:
+            codecs.encode_compressed(res.mask, hf.edge_label, 'png', header=msg.header)
+        self.pub_hard.publish(hf)
+        with self.lock:
+            self.c['uploaded'] += 1
+            self.c['bytes_up'] += len(serialize_message(hf))
+
+    # --- cloud labels -----------------------------------------------------------------
+    def _on_label(self, msg: CloudLabel) -> None:
+        if msg.robot_id != self.robot_id:
+            return
+        try:
+            label = codecs.compressed_to_label(msg.label)
+        except codecs.CodecError as e:
+            with self.lock:
+                self.c['labels_rejected'] += 1
+            self.get_logger().warning(f'bad cloud label: {e}', throttle_duration_sec=5.0)
+            return
+        self.pub_refined.publish(codecs.array_to_image(label, Image, 'mono8', msg.header))
+        with self.lock:
+            self.c['labels_in'] += 1
+            self.c['bytes_down'] += len(serialize_message(msg))
+
+    # --- weight / policy updates ------------------------------------------------------
+    def _on_update(self, req: UpdateWeights.Request, res: UpdateWeights.Response):
+        try:
+            reason = self._apply_update(req)
+            res.accepted = True
+        except (weights.WeightsError, PolicyError, ValueError) as e:
+            reason = str(e)
+            res.accepted = False
+        with self.lock:
+            self.c['updates_accepted' if res.accepted else 'updates_rejected'] += 1
+            if res.accepted:
+                self.c['weight_bytes_in'] += len(req.weights)
+        res.reason = reason if not res.accepted else 'ok'
+        res.active_version = self.segmenter.version
+        text = (f'update v{req.version} ({len(req.weights)} bytes, rule {req.policy.rule!r}):'
+                f' {res.reason}; active v{res.active_version}')
+        # rclpy ties a severity to each call site: one call per severity.
+        if res.accepted:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
+        return res
+
+    def _apply_update(self, req: UpdateWeights.Request) -> str:
+        key = self.p['hmac_key']
+        if key and not hmac.compare_digest(
+                sign(key, req.version, req.sha256, req.policy.rule), req.signature.lower()):
+            raise ValueError('bad or missing signature')
+        # Validate everything before changing anything, so a rejection changes nothing.
+        policy = (Policy.from_lists(req.policy.rule, req.policy.keys, req.policy.values)
+                  if req.policy.rule else None)
+        data = bytes(req.weights)
+        prepared = None
+        if data:
+            if req.format != 'safetensors':
+                raise ValueError(f"format {req.format!r} refused: only 'safetensors'")
+            if req.version <= self.segmenter.version:
+                raise ValueError(f'version {req.version} is not newer than the active '
+                                 f'{self.segmenter.version}')
+            sd, meta = weights.from_bytes(data, expected_sha256=req.sha256)
+            prepared = self.segmenter.prepare(sd, req.version, meta)
+        elif policy is None:
+            raise ValueError('empty request: no weights and no policy')
+        if prepared is not None:
+            self.segmenter.commit(prepared)
+        if policy is not None:
+            self.policy = policy
+        self._persist()
+        return 'ok'
+
+    # --- stats ------------------------------------------------------------------------
+    def _publish_stats(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            c = dict(self.c)
+            lat = np.array(self.latencies) if self.latencies else None
+            self.latencies.clear()
+            fps = self.period_masks / max(now - self.period_start, 1e-6)
+            self.period_masks, self.period_start = 0, now
+        msg = EdgeStats(stamp=self.get_clock().now().to_msg(), robot_id=self.robot_id, **c)
+        msg.fps = float(fps)
+        if lat is not None:
+            msg.latency_p50_ms, msg.latency_p95_ms = (float(v) for v in
+                                                      np.percentile(lat, [50, 95]))
+        msg.upload_ratio = c['uploaded'] / c['masks_out'] if c['masks_out'] else 0.0
+        msg.model_version = self.segmenter.version
+        keys, values = self.policy.to_lists()
+        msg.policy = PolicyMsg(rule=self.policy.rule, keys=keys, values=values)
+        msg.threshold = float(self.policy.threshold)
+        self.pub_stats.publish(msg)
+
+    def close(self) -> None:
+        """Stop the worker thread."""
+        with self.lock:
+            self.running = False
+            self.wake.notify_all()
+        self.worker.join(5.0)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = EdgeNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

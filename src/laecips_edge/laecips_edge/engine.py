@@ -1,0 +1,237 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+Edge inference: preprocessing, the model, class-id masks and hardness features, hot swap.
+
+``Segmenter.infer(rgb)`` takes HxWx3 uint8 RGB of any size, resizes it to the model's input
+size (weights metadata), normalises, runs the model in ``torch.inference_mode`` and returns
+the class-id mask at the image's own resolution plus the hardness features (computed on the
+model's native output logits, which are cheap and enough for frame-level statistics).
+
+``swap(state_dict, version)`` builds and checks the new model in the caller's thread (never
+the inference thread) and then replaces one reference: a frame in flight finishes on the old
+model, the next frame uses the new one, and on any failure the old model stays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import os
+import threading
+import time
+
+import numpy as np
+from PIL import Image
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from laecips_edge import hardness, models, weights
+from laecips_edge.classes import ClassMap
+
+
+@dataclass(frozen=True)
+class Options:
+    """Speed options; all apply to models built from a state_dict (the updatable path)."""
+
+    fuse_bn: bool = True  # fold BatchNorm into the preceding convolution
+    channels_last: bool = True
+    jit: bool = False  # trace + freeze (TorchScript); measured slower here, see bench.py
+    mask_res: str = 'model'  # 'model': argmax at model input size, then nearest; 'full'
+    input_size: tuple[int, int] | None = None  # override the metadata's (H, W)
+
+
+@dataclass
+class Result:
+    """One frame's output."""
+
+    mask: np.ndarray  # HxW uint8 class ids at the input image's resolution
+    features: np.ndarray  # (3,) [conf_ratio, entropy, margin], see hardness.features
+    version: int  # model version that produced it
+    logits: torch.Tensor | None = None  # (1, C, h, w) native-resolution logits, if asked
+    infer_ms: float = 0.0  # preprocessing + forward + mask, milliseconds
+
+
+@dataclass
+class _Active:
+    model: nn.Module
+    version: int
+    meta: weights.WeightsMeta
+    state_dict: dict[str, torch.Tensor]
+
+
+def fuse_bn(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d in a Sequential."""
+    for mod in list(model.modules()):
+        if not isinstance(mod, nn.Sequential):
+            continue
+        names = list(mod._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = mod._modules[a], mod._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                mod._modules[a] = fuse_conv_bn_eval(conv, bn)
+                mod._modules[b] = nn.Identity()
+    return model
+
+
+def set_threads(n: int) -> None:
+    """Set torch's intra-op threads (0 leaves torch's default, one per core)."""
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+class Segmenter:
+    """A swappable edge model with its input contract (size, normalisation, class map)."""
+
+    def __init__(self, meta: weights.WeightsMeta, state_dict: dict[str, torch.Tensor] | None,
+                 options: Options | None = None, device: str = 'cpu'):
+        self.options = options or Options()
+        self.device = torch.device(device)
+        self._lock = threading.Lock()  # serialises swaps, not inference
+        self._active = self._build(meta, state_dict, meta.version)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, expected_sha256: str | None = None,
+                  options: Options | None = None, device: str = 'cpu',
+                  meta: weights.WeightsMeta | None = None) -> 'Segmenter':
+        """Load a weights file; ``meta`` is needed only when the file carries none."""
+        sd, file_meta = weights.load(path, expected_sha256)
+        meta = file_meta or meta
+        if meta is None:
+            raise weights.WeightsError(f'{path} has no LAECIPS metadata; pass meta')
+        return cls(meta, sd, options, device)
+
+    # Read-only views of the active model.
+    @property
+    def version(self) -> int:
+        return self._active.version
+
+    @property
+    def meta(self) -> weights.WeightsMeta:
+        return self._active.meta
+
+    @property
+    def class_map(self) -> ClassMap:
+        return self._active.meta.class_map
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.options.input_size or self._active.meta.input_size)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Return the active weights as loaded (unfused), e.g. to persist them."""
+        return self._active.state_dict
+
+    def _build(self, meta: weights.WeightsMeta, sd: dict[str, torch.Tensor] | None,
+               version: int) -> _Active:
+        opt = self.options
+        model = models.create(meta.arch, meta.num_classes, **meta.arch_cfg)
+        if sd is not None:
+            weights.check(sd, model)
+            model.load_state_dict(sd)
+        else:
+            sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.eval()
+        if opt.fuse_bn:
+            fuse_bn(model)
+        model = model.to(self.device)
+        h, w = opt.input_size or meta.input_size
+        example = torch.zeros(1, 3, h, w, device=self.device)
+        if opt.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            example = example.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if opt.jit:
+                model = torch.jit.optimize_for_inference(
+                    torch.jit.freeze(torch.jit.trace(model, example, check_trace=False)))
+            for _ in range(2):  # warm-up here, so the first live frame pays nothing
+                out = model(example)
+        if out.dim() != 4 or out.shape[1] != meta.num_classes:
+            raise weights.WeightsError(f'model output {tuple(out.shape)} is not (B, '
+                                       f'{meta.num_classes}, h, w)')
+        return _Active(model, int(version), meta, sd)
+
+    def prepare(self, state_dict: dict[str, torch.Tensor], version: int,
+                meta: weights.WeightsMeta | None = None) -> _Active:
+        """Check and build a new model (slow; call off the inference thread)."""
+        meta = meta or self._active.meta
+        if meta.arch != self._active.meta.arch:
+            raise weights.WeightsError(f'weights are for arch {meta.arch!r}, the edge runs '
+                                       f'{self._active.meta.arch!r}')
+        return self._build(meta, state_dict, version)
+
+    def commit(self, prepared: _Active) -> int:
+        """Make a prepared model active (one reference swap); return the old version."""
+        with self._lock:
+            old, self._active = self._active.version, prepared
+        return old
+
+    def swap(self, state_dict: dict[str, torch.Tensor], version: int,
+             meta: weights.WeightsMeta | None = None) -> int:
+        """Build, check and activate new weights; raise WeightsError and keep the old ones."""
+        with self._lock:  # one swap at a time; inference never takes this lock
+            prepared = self.prepare(state_dict, version, meta)
+            old, self._active = self._active.version, prepared
+        return old
+
+    def preprocess(self, rgb: np.ndarray, meta: weights.WeightsMeta | None = None
+                   ) -> torch.Tensor:
+        """HxWx3 uint8 RGB -> (1, 3, h, w) normalised float at the model's input size."""
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f'expected HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}')
+        meta = meta or self._active.meta
+        h, w = self.options.input_size or meta.input_size
+        if rgb.shape[:2] != (h, w):
+            # PIL's bilinear reduce is antialiased, like training's F.interpolate(antialias).
+            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+        if not rgb.flags.writeable:  # torch.from_numpy warns on read-only buffers
+            rgb = rgb.copy()
+        x = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float()
+        mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255
+        x = (x - mean) / std
+        if self.options.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def infer(self, rgb: np.ndarray, want_logits: bool = False) -> Result:
+        """Segment one frame with whichever model is active when it starts."""
+        t0 = time.perf_counter()
+        act = self._active  # one read: a concurrent swap affects only the next frame
+        x = self.preprocess(rgb, act.meta)
+        h, w = rgb.shape[:2]
+        with torch.inference_mode():
+            logits = act.model(x)
+            feats = hardness.features(logits)[0]
+            if self.options.mask_res == 'full':
+                mask = models.upsample(logits, (h, w)).argmax(1)[0].to(torch.uint8).numpy()
+            else:
+                small = models.upsample(logits, tuple(x.shape[-2:])).argmax(1)[0]
+                mask = _nearest(small.to(torch.uint8).numpy(), h, w)
+        return Result(mask, feats, act.version, logits if want_logits else None,
+                      (time.perf_counter() - t0) * 1e3)
+
+
+def _nearest(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 map by index arithmetic (no interpolation)."""
+    if mask.shape == (h, w):
+        return mask
+    rows = (np.arange(h) * mask.shape[0] // h)
+    cols = (np.arange(w) * mask.shape[1] // w)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def colorize(mask: np.ndarray, class_map: ClassMap) -> np.ndarray:
+    """Class ids -> HxWx3 uint8 RGB with the class map's palette."""
+    return class_map.palette()[mask]
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray, class_map: ClassMap,
+            alpha: float = 0.5) -> np.ndarray:
+    """Blend the colour mask over the image (same HxW)."""
+    color = colorize(mask, class_map).astype(np.uint16)
+    a = int(round(alpha * 256))
+    return ((rgb.astype(np.uint16) * (256 - a) + color * a) >> 8).astype(np.uint8)
+
+
+__all__ = ['Options', 'Result', 'Segmenter', 'colorize', 'fuse_bn', 'overlay', 'set_threads']

@@ -1,0 +1,134 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+The upload policy: which frames the edge sends to the cloud, as a rule name plus parameters.
+
+It mirrors ``laecips_msgs/Policy`` (rule, keys[], values[]) so the trainer can fit one and
+push it, and it persists as JSON beside the weights. Features come from
+``hardness.features``: [conf_ratio, entropy, margin].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+RULES = ('never', 'always', 'random', 'fixed', 'entropy', 'learned')
+# Defaults merged under the given params; the fixed rule's are the reference (Ianvs) values.
+DEFAULTS: dict[str, dict[str, float]] = {
+    'never': {}, 'always': {}, 'random': {'rate': 0.2},
+    'fixed': {'p': 0.9, 'easy': 0.95},
+    'entropy': {'threshold': 0.3},
+    'learned': {'threshold': 0.5, 'b': 0.0},
+}
+
+
+class PolicyError(ValueError):
+    """An unknown rule or unusable parameters."""
+
+
+@dataclass
+class Policy:
+    """An upload rule (one of ``RULES``) and its float parameters."""
+
+    rule: str = 'fixed'
+    params: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise PolicyError(f'unknown policy rule {self.rule!r}; known: {", ".join(RULES)}')
+        try:
+            self.params = {**DEFAULTS[self.rule],
+                           **{str(k): float(v) for k, v in self.params.items()}}
+        except (TypeError, ValueError) as e:
+            raise PolicyError(f'policy parameters must be numbers: {e}') from e
+
+    @property
+    def threshold(self) -> float:
+        """Return the decision threshold (``easy`` for the fixed rule), NaN if none."""
+        key = 'easy' if self.rule == 'fixed' else 'threshold'
+        return float(self.params.get(key, math.nan))
+
+    def weights(self) -> np.ndarray:
+        """Return the learned rule's feature weights w0..wk (missing ones are 0)."""
+        ks = sorted((int(k[1:]) for k in self.params if k[:1] == 'w' and k[1:].isdigit()))
+        w = np.zeros(ks[-1] + 1 if ks else 0)
+        for i in ks:
+            w[i] = self.params[f'w{i}']
+        return w
+
+    def score(self, features: np.ndarray) -> float:
+        """Return the rule's hardness score of one frame's features (larger = harder)."""
+        f = np.asarray(features, np.float64).ravel()
+        if self.rule == 'fixed':
+            return 1.0 - float(f[0])
+        if self.rule == 'entropy':
+            return float(f[1])
+        if self.rule == 'learned':
+            w = self.weights()
+            k = min(len(w), len(f))
+            z = float(np.dot(w[:k], f[:k]) + self.params['b'])
+            # logistic=1 turns the linear score into a probability (a logistic regression).
+            if self.params.get('logistic', 0) > 0:
+                return 1.0 / (1.0 + math.exp(-min(max(z, -60.0), 60.0)))
+            return z
+        return 1.0 - float(f[0]) if len(f) else math.nan
+
+    def decide(self, features: np.ndarray, rng: np.random.Generator | None = None) -> bool:
+        """Return True when this frame should be uploaded."""
+        r = self.rule
+        if r == 'never':
+            return False
+        if r == 'always':
+            return True
+        if r == 'random':
+            return bool((rng or np.random.default_rng()).random() < self.params['rate'])
+        f = np.asarray(features, np.float64).ravel()
+        if r == 'fixed':
+            # conf_ratio must be measured with params['p']; the edge computes it with 0.9.
+            return bool(f[0] <= self.params['easy'])
+        return bool(self.score(f) > self.params['threshold'])
+
+    # Serialisation: dict / JSON for files, keys+values lists for laecips_msgs/Policy.
+    def to_dict(self) -> dict:
+        return {'rule': self.rule, 'params': dict(self.params)}
+
+    @staticmethod
+    def from_dict(d: dict) -> 'Policy':
+        return Policy(str(d.get('rule', 'fixed')), dict(d.get('params', {})))
+
+    def to_lists(self) -> tuple[list[str], list[float]]:
+        keys = sorted(self.params)
+        return keys, [float(self.params[k]) for k in keys]
+
+    @staticmethod
+    def from_lists(rule: str, keys, values) -> 'Policy':
+        keys, values = list(keys), list(values)
+        if len(keys) != len(values):
+            raise PolicyError(f'{len(keys)} policy keys but {len(values)} values')
+        return Policy(rule, dict(zip(keys, values)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> 'Policy':
+        try:
+            return Policy.from_dict(json.loads(text))
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise PolicyError(f'bad policy JSON: {e}') from e
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + '.tmp')
+        tmp.write_text(self.to_json() + '\n')
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> 'Policy':
+        return Policy.from_json(Path(path).read_text())

@@ -1,0 +1,156 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""The edge node in its own process: frame accounting, hard frames, weight updates, resume."""
+
+import io
+import threading
+
+from conftest import wait_until
+import numpy as np
+import pytest
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+import torch
+
+from laecips_edge import codecs, weights
+from laecips_edge.edge_node import factory_weights
+from laecips_msgs.msg import EdgeStats, HardFrame
+from laecips_msgs.msg import Policy as PolicyMsg
+from laecips_msgs.srv import UpdateWeights
+
+NS = '/robot1'
+QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class Peer:
+    """Camera publisher plus recorders of the node's outputs, in the test process."""
+
+    def __init__(self, rosnode):
+        n = rosnode.node
+        self.ros = rosnode
+        self.lock = threading.Lock()
+        self.masks, self.hard, self.stats = [], [], []
+        self.cam = n.create_publisher(Image, '/camera/image_raw', QOS)
+        n.create_subscription(Image, f'{NS}/edge/mask', lambda m: self._add(self.masks, m), QOS)
+        n.create_subscription(HardFrame, '/laecips/hard_frames',
+                              lambda m: self._add(self.hard, m), QOS)
+        n.create_subscription(EdgeStats, '/laecips/stats', lambda m: self._add(self.stats, m),
+                              QOS)
+        self.update = n.create_client(UpdateWeights, f'{NS}/edge/update_weights')
+        self.sent = 0
+
+    def _add(self, bucket, msg):
+        with self.lock:
+            bucket.append(msg)
+
+    def send(self, n: int, start_stamp: int) -> list[int]:
+        """Publish ``n`` 72x96 frames, one every 0.1 s, stamped sec = start_stamp + i."""
+        rng = np.random.default_rng(start_stamp)
+        stamps = []
+        for i in range(n):
+            rgb = rng.integers(0, 256, (72, 96, 3), dtype=np.uint8)
+            msg = codecs.array_to_image(rgb, Image, 'rgb8')
+            msg.header.stamp.sec = start_stamp + i
+            msg.header.frame_id = 'camera'
+            self.cam.publish(msg)
+            stamps.append(start_stamp + i)
+            threading.Event().wait(0.1)  # pacing the camera, not synchronising
+        self.sent += n
+        return stamps
+
+    def accounted(self) -> EdgeStats | None:
+        """Return the latest stats once every sent frame is a mask or skipped/rejected."""
+        with self.lock:
+            s = self.stats[-1] if self.stats else None
+        if s and s.frames_in == self.sent and s.masks_out + s.skipped + s.rejected == self.sent \
+                and len(self.masks) == s.masks_out:
+            return s
+        return None
+
+    def call(self, version: int, data: bytes, sha: str | None = None, rule: str = '',
+             keys=(), values=()):
+        req = UpdateWeights.Request(version=version, format='safetensors', weights=data,
+                                    sha256=weights.sha256(data) if sha is None else sha)
+        req.policy = PolicyMsg(rule=rule, keys=list(keys), values=list(values))
+        return self.ros.call(self.update, req, timeout=60.0)
+
+
+def _start(procs, state_dir, rule='always'):
+    return procs.node('edge', 'laecips_edge.edge_node', params={
+        'image_qos': 'reliable', 'policy_rule': rule, 'num_threads': 1, 'stats_period': 0.2,
+        'state_dir': str(state_dir), 'send_edge_label': True},
+        ros_args=['-r', f'__ns:={NS}'])
+
+
+def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
+    state = tmp_path / 'state'
+    _start(procs, state, rule='always')
+    peer = Peer(rosnode)
+    rosnode.wait_for_subscribers(peer.cam, timeout=90.0)  # the model is loaded by then
+
+    # 30 frames at 10 Hz: each stamp is a mask or counted as skipped; always -> all uploaded.
+    stamps = peer.send(30, 1000)
+    stats = wait_until(peer.accounted, 60.0, 'all 30 frames accounted for in /laecips/stats')
+    got = [m.header.stamp.sec for m in peer.masks]
+    assert len(set(got)) == len(got) and set(got) <= set(stamps)
+    assert stats.rejected == 0 and stats.masks_out >= 20  # 10 Hz is sustainable here
+    for m in peer.masks[:5]:
+        mask = codecs.image_to_array(m)
+        assert m.encoding == 'mono8' and mask.shape == (72, 96) and mask.max() < 11
+    wait_until(lambda: len(peer.hard) == stats.masks_out, 30.0, 'a hard frame per mask')
+    hf = peer.hard[0]
+    assert hf.robot_id == 'robot1' and hf.model_version == 1 and len(hf.features) == 3
+    assert codecs.compressed_to_rgb(hf.image).shape == (72, 96, 3)
+    assert codecs.compressed_to_label(hf.edge_label).max() < 11
+    assert sorted(h.header.stamp.sec for h in peer.hard) == sorted(got)
+
+    # Rejected updates: pickle, sha mismatch, wrong shape. Version 1 stays; node lives.
+    sd, meta = weights.load(factory_weights())
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    res = peer.call(2, buf.getvalue())
+    assert not res.accepted and 'pickle' in res.reason and res.active_version == 1
+    good = {k: v.clone() for k, v in sd.items()}
+    good['classifier.3.bias'] = torch.arange(11.0) * 100  # class 10 everywhere
+    data = weights.to_bytes(good, meta)
+    res = peer.call(2, data, sha='0' * 64)
+    assert not res.accepted and 'sha256' in res.reason and res.active_version == 1
+    bad = dict(good, **{'classifier.3.weight': torch.zeros(12, 128, 1, 1)})
+    res = peer.call(2, weights.to_bytes(bad, meta))
+    assert not res.accepted and 'shape' in res.reason and res.active_version == 1
+    procs.assert_alive()
+
+    # A good update, with a policy change to never: masks of class 10, no more uploads.
+    res = peer.call(2, data, rule='never')
+    assert res.accepted and res.active_version == 2, res.reason
+    n_hard = len(peer.hard)
+    stamps = peer.send(10, 2000)
+    stats = wait_until(peer.accounted, 60.0, 'all frames accounted for after the update')
+    after = [m for m in peer.masks if m.header.stamp.sec >= 2000]
+    assert after and all((codecs.image_to_array(m) == 10).all() for m in after)
+    assert stats.model_version == 2 and stats.policy.rule == 'never'
+    assert stats.updates_accepted == 1 and stats.updates_rejected == 3
+    assert len(peer.hard) == n_hard  # never: no hard frames
+
+    # A restart resumes version 2 and the never policy from state_dir.
+    procs.stop('edge')
+    peer.stats.clear()
+    _start(procs, state, rule='always')
+    wait_until(lambda: peer.stats and peer.stats[-1].model_version == 2, 90.0,
+               'the restarted node to report version 2')
+    assert peer.stats[-1].policy.rule == 'never'
+
+
+@pytest.mark.parametrize('rule', ['never'])
+def test_edge_node_never_uploads_and_survives_bad_frames(procs, rosnode, tmp_path, rule):
+    _start(procs, tmp_path / 'state', rule=rule)
+    peer = Peer(rosnode)
+    rosnode.wait_for_subscribers(peer.cam, timeout=90.0)
+    bad = codecs.array_to_image(np.zeros((4, 4, 3), np.uint8), Image, 'rgb8')
+    bad.encoding = '32FC1'  # unsupported: rejected, counted, the node keeps running
+    peer.cam.publish(bad)
+    peer.sent += 1
+    peer.send(5, 3000)
+    stats = wait_until(peer.accounted, 60.0, 'frames accounted for')
+    assert stats.rejected == 1 and stats.uploaded == 0 and not peer.hard
+    procs.assert_alive()

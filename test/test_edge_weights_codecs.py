@@ -1,0 +1,157 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""Weights files (safetensors only, sha256, shape/dtype checks), codecs, models and engine."""
+
+import io
+from types import SimpleNamespace
+
+import numpy as np
+from PIL import Image
+import pytest
+import torch
+
+from laecips_edge import codecs, models, weights
+from laecips_edge.codecs import CodecError
+from laecips_edge.engine import Options, Segmenter
+from laecips_edge.weights import WeightsError, WeightsMeta
+
+TINY = WeightsMeta(input_size=(64, 80), version=3, training_data='test')
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return models.create('fastscnn').eval()
+
+
+def test_fastscnn_shape_and_size(model):
+    assert 0.5e6 < models.num_params(model) <= 1.0e6
+    with torch.inference_mode():
+        y = model(torch.zeros(2, 3, 64, 80))
+    assert y.shape == (2, 11, 8, 10)  # output stride 8
+    with pytest.raises(KeyError):
+        models.create('no_such_arch')
+
+
+def test_weights_round_trip_and_metadata(model, tmp_path):
+    path = tmp_path / 'w.safetensors'
+    sha = weights.save(path, model.state_dict(), TINY)
+    assert sha == weights.sha256(path.read_bytes())
+    sd, meta = weights.load(path, expected_sha256=sha)
+    assert meta.input_size == (64, 80) and meta.version == 3 and meta.arch == 'fastscnn'
+    assert meta.class_map.void == 11 and meta.num_classes == 11
+    weights.check(sd, model)
+    assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+
+
+def test_weights_rejects_pickle_sha_and_shape(model, tmp_path):
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    with pytest.raises(WeightsError, match='pickle'):
+        weights.from_bytes(buf.getvalue())
+    import pickle
+    with pytest.raises(WeightsError, match='not a safetensors'):
+        weights.from_bytes(pickle.dumps({'a': 1}, protocol=2))
+    data = weights.to_bytes(model.state_dict(), TINY)
+    with pytest.raises(WeightsError, match='sha256 mismatch'):
+        weights.from_bytes(data, expected_sha256='0' * 64)
+    with pytest.raises(WeightsError, match='corrupt|not a safetensors'):
+        weights.from_bytes(data[:len(data) // 2])
+    sd = dict(model.state_dict())
+    name = 'classifier.3.weight'
+    sd[name] = torch.zeros(5, 128, 1, 1)
+    with pytest.raises(WeightsError, match='shape'):
+        weights.check(sd, model)
+    sd = dict(model.state_dict())
+    sd[name] = sd[name].double()
+    with pytest.raises(WeightsError, match='dtype'):
+        weights.check(sd, model)
+    sd = dict(model.state_dict())
+    del sd[name]
+    sd['extra.weight'] = torch.zeros(1)
+    with pytest.raises(WeightsError, match='missing.*unexpected'):
+        weights.check(sd, model)
+
+
+def test_segmenter_infer_and_swap(model, tmp_path):
+    path = tmp_path / 'w.safetensors'
+    weights.save(path, model.state_dict(), TINY)
+    seg = Segmenter.from_file(path, options=Options())
+    rgb = np.random.default_rng(0).integers(0, 256, (96, 120, 3), dtype=np.uint8)
+    r = seg.infer(rgb, want_logits=True)
+    assert r.mask.shape == (96, 120) and r.mask.dtype == np.uint8 and r.mask.max() < 11
+    assert r.features.shape == (3,) and r.version == 3 and r.logits.shape[1] == 11
+    # The fused, channels-last model agrees with the plain one.
+    ref = Segmenter.from_file(path, options=Options(fuse_bn=False, channels_last=False))
+    assert (ref.infer(rgb).mask == r.mask).mean() > 0.99
+    bad = dict(model.state_dict())
+    bad['classifier.3.bias'] = torch.zeros(3)
+    with pytest.raises(WeightsError):
+        seg.swap(bad, 4)
+    assert seg.version == 3
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd['classifier.3.bias'] = torch.arange(11.0) * 100  # class 10 wins everywhere
+    seg.swap(sd, 4)
+    out = seg.infer(rgb)
+    assert seg.version == 4 and out.version == 4 and (out.mask == 10).all()
+
+
+def _image(arr, encoding, pad=0):
+    h, w = arr.shape[:2]
+    ch = 1 if arr.ndim == 2 else arr.shape[2]
+    rows = np.zeros((h, w * ch + pad), np.uint8)
+    rows[:, :w * ch] = arr.reshape(h, -1)
+    return SimpleNamespace(height=h, width=w, encoding=encoding, is_bigendian=0,
+                           step=w * ch + pad, data=rows.tobytes())
+
+
+def test_codecs_raw_encodings():
+    rgb = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    assert np.array_equal(codecs.image_to_rgb(_image(rgb, 'rgb8', pad=3)), rgb)
+    assert np.array_equal(codecs.image_to_rgb(_image(rgb[:, :, ::-1], 'bgr8')), rgb)
+    rgba = np.concatenate([rgb, np.full((5, 7, 1), 9, np.uint8)], 2)
+    assert np.array_equal(codecs.image_to_rgb(_image(rgba, 'rgba8')), rgb)
+    assert np.array_equal(codecs.image_to_rgb(_image(rgba[:, :, [2, 1, 0, 3]], 'bgra8')), rgb)
+    mono = rgb[:, :, 0]
+    assert np.array_equal(codecs.image_to_array(_image(mono, 'mono8', pad=1)), mono)
+    assert codecs.image_to_rgb(_image(mono, 'mono8')).shape == (5, 7, 3)
+    msg = codecs.array_to_image(mono, SimpleNamespace, header='h')
+    assert (msg.encoding, msg.step, msg.header) == ('mono8', 7, 'h')
+    assert np.array_equal(codecs.image_to_array(msg), mono)
+
+
+def test_codecs_reject_malformed():
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(CodecError, match='encoding'):
+        codecs.image_to_rgb(_image(rgb, '16UC1'))
+    short = _image(rgb, 'rgb8')
+    short.data = short.data[:-1]
+    with pytest.raises(CodecError, match='data bytes'):
+        codecs.image_to_rgb(short)
+    bad_step = _image(rgb, 'rgb8')
+    bad_step.step = 5
+    with pytest.raises(CodecError, match='step'):
+        codecs.image_to_rgb(bad_step)
+    with pytest.raises(CodecError, match='size'):
+        codecs.image_to_rgb(SimpleNamespace(height=0, width=4, encoding='rgb8', step=12,
+                                            data=b''))
+
+
+def test_codecs_compressed_round_trip_and_corrupt():
+    rgb = np.random.default_rng(2).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    png = codecs.encode_compressed(rgb, SimpleNamespace, 'png')
+    assert png.format == 'png' and np.array_equal(codecs.compressed_to_rgb(png), rgb)
+    jpg = codecs.encode_compressed(rgb, SimpleNamespace, 'jpeg', quality=95)
+    assert codecs.to_rgb(jpg).shape == rgb.shape
+    label = (np.arange(24 * 32) % 12).astype(np.uint8).reshape(24, 32)
+    assert np.array_equal(codecs.compressed_to_label(
+        codecs.encode_compressed(label, SimpleNamespace, 'png')), label)
+    with pytest.raises(CodecError, match='8-bit'):
+        codecs.compressed_to_label(png)
+    for data in (b'', b'not an image at all', bytes(jpg.data)[:40]):
+        with pytest.raises(CodecError):
+            codecs.compressed_to_rgb(SimpleNamespace(format='jpeg', data=data))
+    big = io.BytesIO()
+    Image.new('L', (1, 1)).save(big, format='PNG')
+    with pytest.raises(CodecError, match='format'):
+        codecs.encode_compressed(rgb, SimpleNamespace, 'webp')
