@@ -157,7 +157,11 @@ def run_system(sys_: systems.System, args, runner: Runner, bag: Path, n_frames: 
     runner.start(f'{tag}.edge', 'edge', node_argv('edge', edge_params, robot))
     live = [f'{tag}.edge'] + (['bridge'] if runner.alive('bridge') else [])
     if sys_.trainer:
-        runner.start(f'{tag}.trainer', 'cloud', node_argv('trainer', args.trainer_params))
+        # The trainer must know the policy the edge starts with (upload propensities).
+        tparams = {'initial_policy_rule': sys_.rule,
+                   'initial_policy_params': sys_.policy_params(), **args.trainer_params}
+        runner.start(f'{tag}.trainer', 'cloud', ['nice', '-n', str(args.trainer_nice)]
+                     + node_argv('trainer', tparams))
         live.append(f'{tag}.trainer')
     result = out_dir / 'runs' / f'{tag}.json'
     uploads = sys_.rule != 'never' or sys_.trainer
@@ -276,13 +280,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--link', default=None, help="emulated link 'RATE,RTT,LOSS', e.g. "
                    "'20mbit,50ms,0.0' (needs root)")
     p.add_argument('--tiny', action='store_true', help='small models and inputs (tests)')
-    p.add_argument('--laecips-policy', default='fixed',
-                   help="LAECIPS's initial policy: RULE or RULE:k=v,k=v")
+    p.add_argument('--laecips-policy', default='random:rate=0.3',
+                   help="LAECIPS's initial policy, until the trainer pushes a fitted one: "
+                   'RULE or RULE:k=v,k=v (default: uploads at the budget, unbiased samples)')
     p.add_argument('--edge-param', action='append', default=[], metavar='K=V')
     p.add_argument('--bridge-param', action='append', default=[], metavar='K=V')
     p.add_argument('--trainer-param', action='append', default=[], metavar='K=V')
     p.add_argument('--node-module', action='append', default=[], metavar='KIND=MODULE',
                    help='run another module for a node: edge, bridge or trainer')
+    p.add_argument('--trainer-nice', type=int, default=10,
+                   help='niceness of the trainer: background work that must not starve the '
+                   'edge and bridge on a small machine (0: none)')
     p.add_argument('--robot-id', default='robot1')
     p.add_argument('--overlays', type=int, default=6, help='overlay images per system')
     p.add_argument('--domain-id', type=int, default=None, help='ROS_DOMAIN_ID (default: '
