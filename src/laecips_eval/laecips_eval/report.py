@@ -21,6 +21,7 @@ import numpy as np
 from laecips_eval import metrics
 
 SUBSETS = ('all', 'day', 'dusk', 'dusk_adapt')
+STYLES = ('-', '--', '-.', ':')
 
 
 def summarize(run: dict) -> dict:
@@ -126,6 +127,7 @@ def plots(runs: dict[str, dict], out_dir: Path, window: int = 20) -> list[Path]:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     first = next(iter(runs.values()))['frames']
@@ -137,9 +139,10 @@ def plots(runs: dict[str, dict], out_dir: Path, window: int = 20) -> list[Path]:
                                     np.ones(w), 'full')[:len(fr)]
              / np.minimum(np.arange(1, len(fr) + 1), w))):
         fig, ax = plt.subplots(figsize=(9, 4.5))
-        for name, run in runs.items():
+        for i, (name, run) in enumerate(runs.items()):
             if run['frames']:
-                ax.plot([f['index'] for f in run['frames']], fn(run['frames']), label=name)
+                ax.plot([f['index'] for f in run['frames']], fn(run['frames']), label=name,
+                        ls=STYLES[i % len(STYLES)], lw=1.4)
             for p in run.get('pushes', []):
                 idx = _frame_at(run['frames'], p['t_ns'])
                 if idx is not None and name.startswith('laecips'):
@@ -156,12 +159,15 @@ def plots(runs: dict[str, dict], out_dir: Path, window: int = 20) -> list[Path]:
         plt.close(fig)
         files.append(path)
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, run in runs.items():
+    for i, (name, run) in enumerate(runs.items()):
         lat = np.sort([f['latency_s'] * 1e3 for f in run['frames']
                        if f['latency_s'] is not None and math.isfinite(f['latency_s'])])
         if lat.size:
-            ax.step(lat, np.arange(1, lat.size + 1) / lat.size, where='post', label=name)
+            ax.step(lat, np.arange(1, lat.size + 1) / lat.size, where='post', label=name,
+                    ls=STYLES[i % len(STYLES)])
     ax.set_xscale('log')
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel('camera stamp -> final mask (ms)')
     ax.set_ylabel('fraction of frames')
     ax.legend(fontsize=7)
