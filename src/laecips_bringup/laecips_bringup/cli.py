@@ -26,13 +26,27 @@ def up(args: argparse.Namespace) -> int:
             label = f'{robot}/{spec.name}' if spec.per_robot else spec.name
             argv = [str(system.executable_path(spec))]
             argv += system.ros_args(spec, robot_id=robot, params_file=args.params_file,
-                                    camera_topic=args.camera_topic,
-                                    use_sim_time=args.use_sim_time)
+                                    camera_topic=args.camera_topic.format(robot_id=robot),
+                                    use_sim_time=args.use_sim_time,
+                                    overrides=_overrides(args.set, spec.name))
             runner.add(label, argv)
     code = runner.run()
     print(f'[laecips] stopped ({runner.reason or "shutdown requested"}), exit code {code}',
           flush=True)
     return code
+
+
+def _overrides(items: list[str], node: str) -> dict:
+    """Pick the ``NODE.KEY=VALUE`` items meant for ``node``."""
+    out = {}
+    for item in items:
+        target, sep, value = item.partition('=')
+        name, dot, key = target.partition('.')
+        if not (sep and dot):
+            raise SystemExit(f'--set expects NODE.KEY=VALUE, got {item!r}')
+        if name == node:
+            out[key] = value
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,7 +58,10 @@ def parser() -> argparse.ArgumentParser:
                    help='robot id = namespace of the edge node (repeat for several robots)')
     u.add_argument('--params-file', default=None,
                    help='one params YAML for every node (default: config/<node>.yaml)')
-    u.add_argument('--camera-topic', default=system.CAMERA_TOPIC)
+    u.add_argument('--camera-topic', default=system.CAMERA_TOPIC,
+                   help='camera topic; {robot_id} is replaced, e.g. /{robot_id}/camera/image_raw')
+    u.add_argument('--set', action='append', default=[], metavar='NODE.KEY=VALUE',
+                   help='override a parameter, e.g. edge.policy_rule=always')
     u.add_argument('--use-sim-time', action='store_true')
     u.set_defaults(func=up)
     return p
