@@ -1,0 +1,57 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""``laecips up``: starts the installed executables, and stops cleanly or on a node's death."""
+
+from pathlib import Path
+import signal
+import sys
+
+from conftest import wait_until
+import psutil_free as pf
+import yaml
+
+from laecips_bringup import system
+
+RVIZ = Path(__file__).resolve().parents[1] / 'config' / 'laecips.rviz'
+SMALL = ['--set', 'edge.num_threads=1', '--set', 'cloud_bridge.torch_threads=1',
+         '--set', 'cloud_bridge.warmup=false', '--set', 'trainer.num_threads=1']
+
+
+def _up(procs, *args):
+    return procs.start('up', [sys.executable, '-m', 'laecips_bringup.cli', 'up', *args])
+
+
+def _rviz_topics() -> list[str]:
+    d = yaml.safe_load(RVIZ.read_text())
+    return [x['Topic']['Value'] for x in d['Visualization Manager']['Displays']]
+
+
+def test_up_all_starts_serves_rviz_topics_and_stops_cleanly(procs, rosnode):
+    p = _up(procs, 'all', *SMALL)
+    node = rosnode.node
+    wanted = ['/robot1/edge/mask', '/laecips/hard_frames', '/laecips/cloud_labels',
+              '/laecips/stats', '/laecips/weight_pushes']
+    wait_until(lambda: all(node.count_publishers(t) for t in wanted), 120,
+               f'publishers on {wanted}')
+    wait_until(lambda: ('/robot1/edge/update_weights', ['laecips_msgs/srv/UpdateWeights'])
+               in node.get_service_names_and_types(), 30, 'the update_weights service')
+    # RViz shows only what the nodes publish, or the camera topic the edge subscribes to.
+    for topic in _rviz_topics():
+        if topic == system.CAMERA_TOPIC:
+            assert node.count_subscribers(topic) >= 1, topic
+        else:
+            assert node.count_publishers(topic) >= 1, f'{topic} in laecips.rviz has no publisher'
+    children = pf.children(p.pid)
+    assert len(children) == 3, children
+    p.send_signal(signal.SIGINT)
+    assert p.wait(30) == 0, procs.log('up')
+    assert 'shutdown requested' in procs.log('up')
+    assert not [c for c in children if pf.alive(c)], 'node processes left behind'
+
+
+def test_up_stops_everything_when_a_node_dies(procs):
+    p = _up(procs, 'cloud', '--set', 'trainer.push_mode=bogus', *SMALL)
+    code = p.wait(120)
+    log = procs.log('up')
+    assert code != 0, log
+    assert 'trainer exited with code' in log and 'shutting down the others' in log, log
