@@ -1,0 +1,267 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+The cloud bridge: hard frames from any number of robots in, cloud labels out.
+
+Subscribes ``/laecips/hard_frames`` (HardFrame, reliable), queues the frames (bounded; the
+oldest is dropped and counted when full), and a worker thread labels them in batches of up
+to ``max_batch`` frames, waiting at most ``max_wait_ms`` after the first frame of a batch
+arrived for more to join. Each answer goes to ``/laecips/cloud_labels`` (CloudLabel: PNG
+mono8 class ids with the frame's header, robot id and sequence number copied). A corrupt or
+oversized payload is logged, counted in ``rejected`` and skipped. ``/laecips/stats_cloud``
+carries CloudStats every ``stats_period`` seconds.
+
+The trainer receives (frame, label) pairs without a second upload: it subscribes to both
+``/laecips/hard_frames`` and ``/laecips/cloud_labels`` in the cloud and joins them on
+(robot_id, seq), which is why every label carries both.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+import threading
+import time
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from laecips_cloud.labellers import Labeller, create, resolve_device
+from laecips_edge import codecs
+from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
+
+HARD_FRAMES = '/laecips/hard_frames'
+CLOUD_LABELS = '/laecips/cloud_labels'
+STATS = '/laecips/stats_cloud'
+
+# name: (default, description)
+PARAMS = {
+    'labeller': ('espnet_c', 'labeller name: espnet_c, sam_ssa, torchscript, onnx'),
+    'weights': ('', 'espnet_c weights (.pth; empty: $LAECIPS_ESPNET_WEIGHTS or '
+                    'shared/models), or the torchscript/onnx model file'),
+    'class_map': ('', 'class map JSON for torchscript/onnx models (empty: CamVid)'),
+    'sam_checkpoint': ('', 'SAM checkpoint path (sam_ssa); fetch with sam_download'),
+    'sam_model_type': ('vit_h', 'SAM size: vit_b, vit_l, vit_h (tiny: random-init test model)'),
+    'sam_points_per_side': (32, 'SAM automatic mask generator point grid per side'),
+    'sam_points_per_batch': (64, 'point prompts per mask-decoder batch'),
+    'sam_vote_with': ('semantic', "sam_ssa votes with 'semantic' (labeller) or 'edge' labels"),
+    'sam_bf16': (False, 'run SAM under bf16 autocast (CUDA)'),
+    'device': ('auto', 'auto (cuda when available), cpu or cuda[:N]'),
+    'torch_threads': (0, 'torch CPU threads (0: torch default / OMP_NUM_THREADS)'),
+    'max_batch': (4, 'most frames labelled in one batch'),
+    'max_wait_ms': (20.0, 'longest wait for more frames after the first of a batch arrived'),
+    'queue_size': (16, 'frames waiting to be labelled; the oldest is dropped when full'),
+    'max_payload_bytes': (16 << 20, 'hard frames with larger image + edge label are rejected'),
+    'qos_depth': (10, 'reliable QoS history depth of the hard frame and label topics'),
+    'stats_period': (2.0, 'seconds between CloudStats messages'),
+    'warmup': (True, 'label one dummy frame before the first real one'),
+}
+
+
+@dataclass
+class _Item:
+    msg: HardFrame
+    t_in: float  # monotonic time the frame arrived
+
+
+class BridgeNode(Node):
+    """Label hard frames in batches on a worker thread and publish the answers."""
+
+    def __init__(self, labeller: Labeller | None = None, **node_kwargs):
+        super().__init__('cloud_bridge', **node_kwargs)
+        for name, (default, desc) in PARAMS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=desc))
+        self.p = {name: self.get_parameter(name).value for name in PARAMS}
+        if self.p['torch_threads'] > 0:
+            import torch
+            torch.set_num_threads(int(self.p['torch_threads']))
+        self.labeller = labeller or self._make_labeller()
+        self.get_logger().info(
+            f'labeller {self.labeller.name} on {self.labeller.device}; max_batch '
+            f'{self.p["max_batch"]}, max_wait_ms {self.p["max_wait_ms"]}, queue '
+            f'{self.p["queue_size"]}')
+
+        self._lock = threading.Condition()
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._stop = False
+        self.counters = collections.Counter()
+        self._period = {'batches': 0, 'frames': 0, 'seconds': 0.0}
+
+        qos = QoSProfile(depth=int(self.p['qos_depth']), reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_label = self.create_publisher(CloudLabel, CLOUD_LABELS, qos)
+        self.pub_stats = self.create_publisher(CloudStats, STATS, 10)
+        self.create_subscription(HardFrame, HARD_FRAMES, self._on_frame, qos)
+        self.create_timer(float(self.p['stats_period']), self._publish_stats)
+        self._worker = threading.Thread(target=self._run, name='bridge_worker', daemon=True)
+        self._worker.start()
+
+    def _make_labeller(self) -> Labeller:
+        p, name = self.p, self.p['labeller']
+        device = resolve_device(p['device'])
+        if name == 'sam_ssa':
+            return create(name, checkpoint=p['sam_checkpoint'], model_type=p['sam_model_type'],
+                          points_per_side=p['sam_points_per_side'],
+                          points_per_batch=p['sam_points_per_batch'],
+                          vote_with=p['sam_vote_with'], weights=p['weights'], device=device,
+                          bf16=p['sam_bf16'])
+        if name in ('torchscript', 'onnx'):
+            return create(name, weights=p['weights'], class_map=p['class_map'], device=device)
+        return create(name, weights=p['weights'], device=device)
+
+    # -- executor thread ---------------------------------------------------------------
+
+    def _on_frame(self, msg: HardFrame) -> None:
+        size = len(msg.image.data) + len(msg.edge_label.data)
+        with self._lock:
+            self.counters['frames_in'] += 1
+            self.counters['bytes_in'] += size
+            if size > self.p['max_payload_bytes'] or not len(msg.image.data):
+                self.counters['rejected'] += 1
+                self.get_logger().warning(
+                    f'rejected {msg.robot_id}#{msg.seq}: payload of {size} bytes (limit '
+                    f'{self.p["max_payload_bytes"]})', throttle_duration_sec=5.0)
+                return
+            if len(self._queue) >= self.p['queue_size']:
+                old = self._queue.popleft()
+                self.counters['dropped_queue'] += 1
+                self.get_logger().warning(
+                    f'queue full: dropped {old.msg.robot_id}#{old.msg.seq}',
+                    throttle_duration_sec=5.0)
+            self._queue.append(_Item(msg, time.monotonic()))
+            self._lock.notify()
+
+    def _publish_stats(self) -> None:
+        with self._lock:
+            c, per = dict(self.counters), dict(self._period)
+            qlen = len(self._queue)
+            self._period = {'batches': 0, 'frames': 0, 'seconds': 0.0}
+        m = CloudStats()
+        m.stamp = self.get_clock().now().to_msg()
+        m.labeller, m.device = self.labeller.name, str(self.labeller.device)
+        for k in ('frames_in', 'labels_out', 'dropped_queue', 'rejected', 'bytes_in',
+                  'bytes_out'):
+            setattr(m, k, int(c.get(k, 0)))
+        m.queue_len = qlen
+        m.mean_batch = per['frames'] / per['batches'] if per['batches'] else 0.0
+        m.seconds_per_frame = per['seconds'] / per['frames'] if per['frames'] else 0.0
+        self.pub_stats.publish(m)
+
+    # -- worker thread -------------------------------------------------------------------
+
+    def _next_batch(self) -> list[_Item]:
+        max_batch, wait = int(self.p['max_batch']), float(self.p['max_wait_ms']) / 1000.0
+        with self._lock:
+            while not self._queue and not self._stop:
+                self._lock.wait(0.5)
+            if self._stop:
+                return []
+            # Wait for more frames until the first one has waited max_wait_ms.
+            deadline = self._queue[0].t_in + wait
+            while len(self._queue) < max_batch and not self._stop:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lock.wait(left)
+            return [self._queue.popleft() for _ in range(min(max_batch, len(self._queue)))]
+
+    def _run(self) -> None:
+        if self.p['warmup']:
+            try:
+                self.labeller.warmup()
+            except Exception as e:  # a broken labeller shows up on the first frame too
+                self.get_logger().error(f'warmup failed: {e!r}')
+        while not self._stop:
+            batch = self._next_batch()
+            if batch:
+                self._process(batch)
+
+    def _decode(self, item: _Item) -> tuple[np.ndarray, np.ndarray | None] | None:
+        msg = item.msg
+        try:
+            rgb = codecs.compressed_to_rgb(msg.image)
+        except codecs.CodecError as e:
+            with self._lock:
+                self.counters['rejected'] += 1
+            self.get_logger().warning(f'rejected {msg.robot_id}#{msg.seq}: {e}',
+                                      throttle_duration_sec=5.0)
+            return None
+        edge = None
+        if len(msg.edge_label.data):
+            try:
+                edge = codecs.compressed_to_label(msg.edge_label)
+                if edge.shape != rgb.shape[:2]:
+                    raise codecs.CodecError(f'edge label {edge.shape} != frame {rgb.shape[:2]}')
+            except codecs.CodecError as e:  # the frame is fine: label it without the map
+                edge = None
+                self.get_logger().warning(f'{msg.robot_id}#{msg.seq}: edge label ignored: {e}',
+                                          throttle_duration_sec=5.0)
+        return rgb, edge
+
+    def _process(self, batch: list[_Item]) -> None:
+        t0 = time.monotonic()
+        decoded, items, t_dec = [], [], []
+        for it in batch:
+            t = time.monotonic()
+            d = self._decode(it)
+            if d is not None:
+                decoded.append(d)
+                items.append(it)
+                t_dec.append(time.monotonic() - t)
+        if not items:
+            return
+        t1 = time.monotonic()
+        try:
+            labels = self.labeller.label([d[0] for d in decoded], [d[1] for d in decoded])
+        except Exception as e:  # keep serving: one bad batch must not stop the bridge
+            with self._lock:
+                self.counters['rejected'] += len(items)
+            self.get_logger().error(f'labeller failed on a batch of {len(items)}: {e!r}')
+            return
+        share = (time.monotonic() - t1) / len(items)
+        for it, lab, td in zip(items, labels, t_dec):
+            t = time.monotonic()
+            out = CloudLabel()
+            out.header, out.robot_id, out.seq = it.msg.header, it.msg.robot_id, it.msg.seq
+            codecs.encode_compressed(np.ascontiguousarray(lab, np.uint8), out.label, 'png',
+                                     header=it.msg.header)
+            out.labeller = self.labeller.name
+            out.queue_time = float(t0 - it.t_in)
+            out.processing_time = float(td + share + time.monotonic() - t)
+            self.pub_label.publish(out)
+            with self._lock:
+                self.counters['labels_out'] += 1
+                self.counters['bytes_out'] += len(out.label.data)
+        with self._lock:
+            self._period['batches'] += 1
+            self._period['frames'] += len(items)
+            self._period['seconds'] += time.monotonic() - t0
+
+    def close(self) -> None:
+        """Stop the worker thread (the frame in progress finishes)."""
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        self._worker.join(timeout=30.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = BridgeNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,92 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+Cloud labellers behind one interface, and the registry that picks one by name.
+
+A labeller turns a batch of RGB frames (HxWx3 uint8) into class-id maps (HxW uint8, ids of
+its class map, CamVid by default). Some can also use the edge's own label map sent with the
+hard frame (``edge_labels``); the others ignore it.
+
+    from laecips_cloud.labellers import create
+    lab = create('espnet_c', weights='../shared/models/espnet_c_camvid.pth')
+    masks = lab.label([rgb1, rgb2])
+
+Names: ``espnet_c``, ``sam_ssa``, ``torchscript`` (and ``onnx`` when onnxruntime is
+installed). Implementations are imported on first use, so asking for ``espnet_c`` does not
+import segment_anything.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from typing import Callable, Sequence
+
+import numpy as np
+
+from laecips_edge.classes import CAMVID, ClassMap
+
+# name -> 'module:attribute' of a factory taking keyword parameters.
+_REGISTRY: dict[str, str | Callable[..., 'Labeller']] = {
+    'espnet_c': 'laecips_cloud.labellers.espnet_c:EspnetCLabeller',
+    'sam_ssa': 'laecips_cloud.labellers.sam_ssa:SamSsaLabeller',
+    'torchscript': 'laecips_cloud.labellers.torchscript:TorchScriptLabeller',
+    'onnx': 'laecips_cloud.labellers.torchscript:OnnxLabeller',
+}
+
+
+class Labeller(abc.ABC):
+    """A batched semantic labeller: RGB frames in, class-id maps of the same size out."""
+
+    #: Registry name, also published in CloudLabel.labeller.
+    name: str = ''
+    #: The class map its ids refer to.
+    class_map: ClassMap = CAMVID
+    #: 'cpu' or 'cuda' (the torch device it runs on).
+    device: str = 'cpu'
+
+    @abc.abstractmethod
+    def label(self, images: Sequence[np.ndarray],
+              edge_labels: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """
+        Label a batch of frames.
+
+        images: HxWx3 uint8 RGB arrays (sizes may differ within a batch).
+        edge_labels: optional, one HxW uint8 map per image (or None), for labellers that vote
+        with the edge's answer; ignored by the others.
+        Returns one HxW uint8 class-id map per image.
+        """
+
+    def warmup(self, height: int = 360, width: int = 480) -> None:
+        """Run one dummy frame so the first real frame does not pay for lazy init."""
+        self.label([np.zeros((height, width, 3), np.uint8)])
+
+
+def resolve_device(device: str | None = 'auto') -> str:
+    """Map 'auto' (or '' / None) to 'cuda' when a GPU is visible, else 'cpu'."""
+    if device in (None, '', 'auto'):
+        import torch
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return str(device)
+
+
+def register(name: str, factory: Callable[..., Labeller]) -> None:
+    """Add a labeller factory (e.g. a plugin or a test double) under ``name``."""
+    _REGISTRY[name] = factory
+
+
+def names() -> list[str]:
+    """Return the registered labeller names."""
+    return sorted(_REGISTRY)
+
+
+def create(name: str, **params) -> Labeller:
+    """Build the labeller registered as ``name`` with keyword ``params``."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f'unknown labeller {name!r}; known: {", ".join(names())}') from None
+    if isinstance(factory, str):
+        module, attr = factory.split(':')
+        factory = getattr(importlib.import_module(module), attr)
+    return factory(**params)
