@@ -1,0 +1,402 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+The trainer node: distil cloud labels into each robot's edge model and push gated updates.
+
+It runs in the cloud beside the bridge and listens to the same two topics: a hard frame
+crosses the robot's uplink once, and the trainer pairs it with the bridge's CloudLabel by
+(robot_id, seq). Each robot gets its own ``Distiller`` (one model per robot: robots drift
+differently - another camera, another route, another time of day - and a robot's pushes
+must only ever reflect what that robot saw), initialised from the ``weights`` file (the
+factory weights by default), the version the edges start with.
+
+When a student passes the gate the node fits the upload policy on the robot's kept pairs
+with the new model (``policy_fit``) and calls ``service_pattern`` (default
+``/{robot_id}/edge/update_weights``, the edge node's ``~/update_weights`` in the robot's
+namespace) with the safetensors bytes, sha256, version, policy and an optional HMAC
+signature. Calls are asynchronous, at most one in flight per robot, with a timeout and
+retries with exponential backoff while the service is absent or slow; the candidate is
+committed only when the edge accepts it. Every completed push (accepted or not) is
+published on ``/laecips/weight_pushes`` with the request's serialized size in bytes.
+"""
+
+from __future__ import annotations
+
+import array
+from collections import OrderedDict
+from dataclasses import dataclass, field
+import math
+import threading
+import time
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import serialize_message
+import torch
+
+from laecips_cloud import policy_fit as pf
+from laecips_cloud.distill import Candidate, DistillConfig, Distiller, resize_label
+from laecips_edge import codecs, weights
+from laecips_edge.edge_node import factory_weights, parse_params, sign
+from laecips_edge.policy import Policy
+from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
+from laecips_msgs.msg import Policy as PolicyMsg
+from laecips_msgs.srv import UpdateWeights
+
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+PUSH_MODES = ('weights_and_policy', 'weights', 'policy')
+
+
+@dataclass
+class Push:
+    """One update for one robot: the request, what it came from, and its retry state."""
+
+    request: UpdateWeights.Request
+    candidate: Candidate | None
+    policy: Policy | None
+    val_before: float = math.nan
+    val_after: float = math.nan
+    attempts: int = 0  # calls sent
+    failures: int = 0  # service missing, timeouts, failed calls
+    next_try: float = 0.0
+    sent_at: float = 0.0
+    future: object = None
+
+
+@dataclass
+class Robot:
+    """Per-robot state: its distiller, the policy it runs, the push machinery."""
+
+    robot_id: str
+    distiller: Distiller
+    policy: Policy
+    client: object
+    push: Push | None = None  # at most one outstanding update (queued or in flight)
+    pairs: int = 0
+    pairs_at_policy_fit: int = 0
+    pushes: dict = field(default_factory=lambda: {'accepted': 0, 'rejected': 0, 'failed': 0})
+
+
+class TrainerNode(Node):
+
+    PARAMS = {  # name: (default, description)
+        'weights': ('', 'initial edge weights (safetensors); empty = the factory weights'),
+        'service_pattern': ('/{robot_id}/edge/update_weights',
+                            "each robot's UpdateWeights service; {robot_id} is replaced"),
+        'hmac_key': ('', 'shared key for the optional HMAC over version:sha256:rule'),
+        'push_mode': ('weights_and_policy', 'weights_and_policy | weights | policy (only)'),
+        'gate_margin': (0.005, 'agreement gain (0..1) over the active version needed to push'),
+        'gate_metric': ('miou', "'miou' or 'pixel_acc' against the held-out cloud labels"),
+        'min_frames': (16, 'training pairs per robot before the first round'),
+        'steps_per_round': (40, 'optimiser steps per training round'),
+        'lr': (1e-3, 'learning rate (AdamW)'),
+        'batch': (8, 'training batch size'),
+        'buffer_size': (256, 'replay buffer capacity per robot (pairs)'),
+        'recent_fraction': (0.75, 'share of the buffer kept for the newest pairs (FIFO)'),
+        'val_fraction': (0.2, 'share of pairs held out to validate candidates'),
+        'val_size': (48, 'newest held-out pairs kept per robot'),
+        'seed': (0, 'seed of sampling and augmentation'),
+        'num_threads': (1, 'torch threads for training; 0 = one per core'),
+        'policy_rule': ('learned', "fitted policy: 'learned' (estimator) or 'fixed' "
+                                   '(conf_ratio threshold only)'),
+        'target_upload_ratio': (0.3, 'bandwidth budget: fraction of frames to upload'),
+        'min_disagreement': (0.1, 'never upload frames predicted to disagree less than this'),
+        'explore': (0.05, 'fraction of rule-easy frames uploaded anyway (unbiased samples)'),
+        'policy_min_pairs': (8, 'pairs between two policy-only pushes (push_mode policy)'),
+        'initial_policy_rule': ('fixed', 'the policy edges start with (for upload weights)'),
+        'initial_policy_params': ('', 'its parameters: JSON or k=v,k=v'),
+        'call_timeout': (30.0, 'seconds to wait for an update_weights response'),
+        'retry_initial': (1.0, 'first retry delay, seconds (doubles each attempt)'),
+        'retry_max': (30.0, 'largest retry delay, seconds'),
+        'max_attempts': (8, 'attempts before an update is dropped'),
+        'join_timeout': (60.0, 'seconds a hard frame or label waits for its other half'),
+        'join_max': (256, 'unmatched hard frames / labels kept (oldest dropped)'),
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__('trainer', **kwargs)
+        p = {}
+        for name, (default, text) in self.PARAMS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=text, read_only=True, dynamic_typing=True))
+            value = self.get_parameter(name).value
+            p[name] = type(default)(default if value is None else value)
+        if p['push_mode'] not in PUSH_MODES:
+            raise ValueError(f'push_mode must be one of {PUSH_MODES}, not {p["push_mode"]!r}')
+        self.p = p
+        if p['num_threads'] > 0:
+            torch.set_num_threads(p['num_threads'])
+        path = p['weights'] or factory_weights()
+        self.state, self.meta = weights.load(path)
+        if self.meta is None:
+            raise weights.WeightsError(f'{path} carries no LAECIPS metadata')
+        self.initial_policy = Policy(p['initial_policy_rule'],
+                                     parse_params(p['initial_policy_params']))
+        self.cfg = DistillConfig(
+            lr=p['lr'], batch=p['batch'], steps_per_round=p['steps_per_round'],
+            min_frames=p['min_frames'], buffer_size=p['buffer_size'],
+            recent_fraction=p['recent_fraction'], val_fraction=p['val_fraction'],
+            val_size=p['val_size'], gate_margin=p['gate_margin'],
+            gate_metric=p['gate_metric'], seed=p['seed'])
+        self.get_logger().info(
+            f'initial weights {path} ({self.meta.arch} v{self.meta.version}, input '
+            f'{self.meta.input_size}); pushes to {p["service_pattern"]} ({p["push_mode"]})')
+
+        self.lock = threading.Lock()  # robots, join tables, counters
+        self.push_lock = threading.RLock()  # each robot's push state machine
+        self.robots: dict[str, Robot] = {}
+        self.frames: OrderedDict[tuple[str, int], tuple[float, HardFrame]] = OrderedDict()
+        self.labels: OrderedDict[tuple[str, int], tuple[float, CloudLabel]] = OrderedDict()
+        self.counts = dict.fromkeys(['frames', 'labels', 'pairs', 'unmatched', 'bad'], 0)
+        self.clients_group = ReentrantCallbackGroup()
+        data_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(HardFrame, '/laecips/hard_frames', self._on_frame, RELIABLE,
+                                 callback_group=data_group)
+        self.create_subscription(CloudLabel, '/laecips/cloud_labels', self._on_label,
+                                 RELIABLE, callback_group=data_group)
+        self.pub_push = self.create_publisher(WeightPush, '/laecips/weight_pushes', RELIABLE)
+        self.create_timer(0.25, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
+
+    # --- joining hard frames and cloud labels -----------------------------------------
+    def _on_frame(self, msg: HardFrame) -> None:
+        key = (msg.robot_id, int(msg.seq))
+        with self.lock:
+            self.counts['frames'] += 1
+            label = self.labels.pop(key, None)
+            if label is None:
+                self._remember(self.frames, key, msg)
+                return
+        self._pair(msg, label[1])
+
+    def _on_label(self, msg: CloudLabel) -> None:
+        key = (msg.robot_id, int(msg.seq))
+        with self.lock:
+            self.counts['labels'] += 1
+            frame = self.frames.pop(key, None)
+            if frame is None:  # the label overtook its frame: wait for it
+                self._remember(self.labels, key, msg)
+                return
+        self._pair(frame[1], msg)
+
+    def _remember(self, table: OrderedDict, key: tuple, msg: object) -> None:
+        now = time.monotonic()
+        table[key] = (now, msg)
+        table.move_to_end(key)
+        while table and (len(table) > self.p['join_max']
+                         or now - next(iter(table.values()))[0] > self.p['join_timeout']):
+            table.popitem(last=False)
+            self.counts['unmatched'] += 1
+
+    def _pair(self, frame: HardFrame, label: CloudLabel) -> None:
+        try:
+            rgb = codecs.compressed_to_rgb(frame.image)
+            lab = codecs.compressed_to_label(label.label)
+            if lab.shape != rgb.shape[:2]:
+                raise codecs.CodecError(f'label {lab.shape} vs frame {rgb.shape[:2]}')
+        except codecs.CodecError as e:
+            with self.lock:
+                self.counts['bad'] += 1
+            self.get_logger().warning(f'unusable pair {frame.robot_id}#{frame.seq}: {e}',
+                                      throttle_duration_sec=5.0)
+            return
+        robot = self._robot(frame.robot_id)
+        feats = np.asarray(frame.features, np.float64)
+        prop = pf.propensity(robot.policy, feats) if feats.size == 3 else 1.0
+        robot.distiller.add(rgb, lab, int(frame.seq), feats if feats.size else None, prop)
+        with self.lock:
+            self.counts['pairs'] += 1
+            robot.pairs += 1
+
+    def _robot(self, robot_id: str) -> Robot:
+        with self.lock:
+            robot = self.robots.get(robot_id)
+            if robot is not None:
+                return robot
+            dist = Distiller(self.state, self.meta, self.cfg)
+            srv = self.p['service_pattern'].format(robot_id=robot_id)
+            client = self.create_client(UpdateWeights, srv, callback_group=self.clients_group)
+            robot = Robot(robot_id, dist, self.initial_policy, client)
+            self.robots[robot_id] = robot
+        self.get_logger().info(f'new robot {robot_id!r}: own model from v{self.meta.version}, '
+                               f'updates via {srv}')
+        if self.p['push_mode'] != 'policy':
+            dist.on_candidate = lambda cand, r=robot: self._on_candidate(r, cand)
+            dist.start()
+        return robot
+
+    # --- candidates -> requests -------------------------------------------------------
+    def _on_candidate(self, robot: Robot, cand: Candidate) -> None:
+        # Distiller worker thread: fitting the policy here keeps the executor responsive.
+        policy = None
+        if self.p['push_mode'] == 'weights_and_policy':
+            policy = self._fit_policy(robot, cand.state)
+        m = self.p['gate_metric']
+        # WeightPush reports pixel accuracy (its definition); the gate may use mIoU.
+        push = Push(self._request(cand.version, cand.data, cand.sha256, policy), cand, policy,
+                    cand.val_before.get('pixel_acc', math.nan),
+                    cand.val_after.get('pixel_acc', math.nan))
+        self.get_logger().info(
+            f'{robot.robot_id}: candidate v{cand.version} ({len(cand.data)} bytes), '
+            f'{m} vs cloud {cand.val_before.get(m, math.nan):.4f} -> '
+            f'{cand.val_after.get(m, math.nan):.4f} after {cand.steps} steps on '
+            f'{cand.frames_seen} frames')
+        with self.push_lock:
+            robot.push = push
+
+    def _fit_policy(self, robot: Robot, state: dict) -> Policy | None:
+        d = robot.distiller
+        pairs = d.scored_pairs()
+        try:
+            preds, feats = d.predict(d.build(state), [q.rgb for q in pairs])
+            dis = np.array([pf.disagreement(e, resize_label(q.label, d.size), d.void)
+                            for e, q in zip(preds, pairs)])
+            w = np.array([1.0 / max(q.propensity, 1e-3) for q in pairs])
+            args = dict(weights=w, min_disagreement=self.p['min_disagreement'],
+                        explore=self.p['explore'])
+            if self.p['policy_rule'] == 'fixed':
+                fit = pf.fit_conf_ratio(feats[:, 0], dis, self.p['target_upload_ratio'], **args)
+            else:
+                fit = pf.fit_learned(feats, dis, self.p['target_upload_ratio'], **args)
+        except ValueError as e:  # too few frames: keep the robot's policy
+            self.get_logger().info(f'{robot.robot_id}: policy not refitted: {e}')
+            return None
+        self.get_logger().info(
+            f'{robot.robot_id}: policy {fit.policy.rule} threshold {fit.policy.threshold:.4f}, '
+            f'expected upload ratio {fit.expected_upload_ratio:.3f} on {len(pairs)} frames')
+        return fit.policy
+
+    def _request(self, version: int, data: bytes, sha: str, policy: Policy | None
+                 ) -> UpdateWeights.Request:
+        req = UpdateWeights.Request(version=int(version), format='safetensors' if data else '',
+                                    sha256=sha if data else '')
+        req.weights = array.array('B', data)  # a memcpy; bytes would be checked per element
+        if policy is not None:
+            keys, values = policy.to_lists()
+            req.policy = PolicyMsg(rule=policy.rule, keys=keys, values=values)
+        if self.p['hmac_key']:
+            req.signature = sign(self.p['hmac_key'], req.version, req.sha256, req.policy.rule)
+        return req
+
+    def _policy_only(self, robot: Robot) -> None:
+        d = robot.distiller
+        if robot.pairs - robot.pairs_at_policy_fit < self.p['policy_min_pairs']:
+            return
+        robot.pairs_at_policy_fit = robot.pairs
+        policy = self._fit_policy(robot, d.active)
+        if policy is not None:
+            with self.push_lock:
+                robot.push = Push(self._request(d.active_version, b'', '', policy), None,
+                                  policy)
+
+    # --- the push machinery: one call in flight per robot -----------------------------
+    def _tick(self) -> None:
+        with self.lock:
+            robots = list(self.robots.values())
+        for robot in robots:
+            if self.p['push_mode'] == 'policy' and robot.push is None:
+                self._policy_only(robot)
+            with self.push_lock:
+                self._advance(robot, time.monotonic())
+
+    def _advance(self, robot: Robot, now: float) -> None:
+        push = robot.push
+        if push is None:
+            return
+        if push.future is not None:  # in flight: only the timeout is ours to handle
+            if not push.future.done() and now - push.sent_at > self.p['call_timeout']:
+                robot.client.remove_pending_request(push.future)
+                push.future = None
+                self._retry(robot, push, f'no response in {self.p["call_timeout"]:.0f} s')
+            return
+        if now < push.next_try:
+            return
+        if not robot.client.service_is_ready():
+            self._retry(robot, push, f'service {robot.client.srv_name} not available')
+            return
+        push.attempts += 1
+        push.sent_at = now
+        push.future = robot.client.call_async(push.request)
+        push.future.add_done_callback(lambda f, r=robot, q=push: self._done(r, q, f))
+
+    def _retry(self, robot: Robot, push: Push, why: str) -> None:
+        push.failures += 1
+        if push.failures >= self.p['max_attempts']:
+            self.get_logger().error(f'{robot.robot_id}: giving up update v{push.request.version} '
+                                    f'after {push.failures} failures ({why})')
+            robot.pushes['failed'] += 1
+            self._finish(robot, push, accepted=False, reason=f'gave up: {why}', active=0)
+            return
+        # Exponential backoff: a missing or overloaded edge is not hammered.
+        delay = min(self.p['retry_max'], self.p['retry_initial'] * 2 ** (push.failures - 1))
+        push.next_try = time.monotonic() + delay
+        self.get_logger().warning(f'{robot.robot_id}: update v{push.request.version}: {why}; '
+                                  f'retry in {delay:.1f} s', throttle_duration_sec=5.0)
+
+    def _done(self, robot: Robot, push: Push, future) -> None:
+        with self.push_lock:
+            if push.future is not future or robot.push is not push:
+                return  # timed out and already being retried
+            try:
+                res = future.result()
+            except Exception as e:  # a failed call is retried like a missing service
+                push.future = None
+                self._retry(robot, push, f'call failed: {e!r}')
+                return
+            robot.pushes['accepted' if res.accepted else 'rejected'] += 1
+            self._finish(robot, push, res.accepted, res.reason, res.active_version)
+
+    def _finish(self, robot: Robot, push: Push, accepted: bool, reason: str,
+                active: int) -> None:
+        d = robot.distiller
+        if push.candidate is not None:
+            if accepted:
+                d.commit(push.candidate)
+            else:
+                d.reject(push.candidate)
+                # An edge already ahead (e.g. resumed from its state_dir): number past it.
+                d.ensure_version_above(active)
+        if accepted and push.policy is not None:
+            robot.policy = push.policy
+        msg = WeightPush(stamp=self.get_clock().now().to_msg(), robot_id=robot.robot_id,
+                         version=push.request.version, active_version=int(active),
+                         bytes=len(serialize_message(push.request)), accepted=bool(accepted),
+                         reason=str(reason), val_before=float(push.val_before),
+                         val_after=float(push.val_after), steps=d.steps,
+                         frames_seen=d.frames_seen, policy=push.request.policy)
+        self.pub_push.publish(msg)
+        log = self.get_logger().info if accepted else self.get_logger().warning
+        log(f'{robot.robot_id}: update v{push.request.version} ({msg.bytes} bytes) '
+            f'{"accepted" if accepted else "rejected"}: {reason}; edge active v{active}')
+        if robot.push is push:
+            robot.push = None
+
+    def close(self) -> None:
+        """Stop every robot's training thread."""
+        for robot in list(self.robots.values()):
+            robot.distiller.stop()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = TrainerNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
