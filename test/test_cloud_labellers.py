@@ -133,3 +133,39 @@ def test_torchscript_labeller(tmp_path: Path):
     out = lab.label([_frame(40, 50, 6), _frame(33, 47, 7)])
     assert [o.shape for o in out] == [(40, 50), (33, 47)]  # half-size logits resized back
     assert max(int(o.max()) for o in out) < 5 and lab.class_map.void == 5
+
+
+def test_onnx_labeller(tmp_path: Path):
+    # Optional: onnxruntime (and onnx for the export) are not in the default environment.
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnx')
+    torch.manual_seed(0)
+    model = _TinySeg().eval()
+    path = tmp_path / 'seg.onnx'
+    torch.onnx.export(model, torch.zeros(1, 3, 32, 32), str(path), dynamo=False,
+                      input_names=['x'], output_names=['y'],
+                      dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'}, 'y': {0: 'b', 2: 'h', 3: 'w'}})
+    ts = tmp_path / 'seg.ts'
+    torch.jit.trace(model, torch.zeros(1, 3, 32, 32)).save(str(ts))
+    frames = [_frame(40, 50, 8), _frame(40, 50, 9)]
+    out = create('onnx', weights=str(path), device='cpu').label(frames)
+    ref = create('torchscript', weights=str(ts), device='cpu').label(frames)
+    assert [o.shape for o in out] == [(40, 50)] * 2
+    assert np.mean([(a == b).mean() for a, b in zip(out, ref)]) > 0.99
+
+
+def test_sam_ssa_gpu_tuning_paths_on_cpu():
+    # The GPU settings (batched encoder, bf16 autocast) run the same code on the CPU.
+    frames = [_frame(96, 128, 10), _frame(96, 128, 11)]
+    ref = create('sam_ssa', model_type='tiny', points_per_side=4, semantic=Bands(),
+                 device='cpu')
+    batched = create('sam_ssa', model_type='tiny', points_per_side=4, semantic=Bands(),
+                     device='cpu', batch_encoder=True, points_per_batch=1024)
+    masks_ref, masks_b = ref.masks(frames), batched.masks(frames)
+    assert [len(m) for m in masks_ref] == [len(m) for m in masks_b]
+    for a, b in zip(masks_ref, masks_b):
+        assert all((x == y).mean() > 0.999 for x, y in zip(a, b))
+    bf16 = create('sam_ssa', model_type='tiny', points_per_side=4, semantic=Bands(),
+                  device='cpu', bf16=True, batch_encoder=True)
+    out = bf16.label(frames)
+    assert [o.shape for o in out] == [(96, 128)] * 2 and bf16.last_stats[0]['masks'] >= 1

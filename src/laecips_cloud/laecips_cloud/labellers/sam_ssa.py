@@ -196,7 +196,7 @@ class SamSsaLabeller(Labeller):
             if v is not None:
                 settings[k] = float(v)
         sam = build_sam(model_type, checkpoint, allow_random).to(self.device)
-        self.predictor = _predictor_class()(sam, bf16=bool(bf16) and self.device != 'cpu')
+        self.predictor = _predictor_class()(sam, bf16=bool(bf16))
         self.generator = sa.SamAutomaticMaskGenerator(
             sam, points_per_side=int(points_per_side), points_per_batch=int(points_per_batch),
             min_mask_region_area=int(min_mask_region_area), output_mode='binary_mask',
