@@ -11,9 +11,10 @@ mono8 class ids with the frame's header, robot id and sequence number copied). A
 oversized payload is logged, counted in ``rejected`` and skipped. ``/laecips/stats_cloud``
 carries CloudStats every ``stats_period`` seconds.
 
-The trainer receives (frame, label) pairs without a second upload: it subscribes to both
-``/laecips/hard_frames`` and ``/laecips/cloud_labels`` in the cloud and joins them on
-(robot_id, seq), which is why every label carries both.
+The trainer, beside the bridge in the cloud, receives (frame, label) pairs without a second
+upload: the bridge republishes each labelled frame on ``/laecips/cloud/frames`` and the
+trainer joins it with its ``/laecips/cloud_labels`` answer on (robot_id, seq). Only the bridge
+subscribes the robots' uplink topic, so each hard frame crosses a robot's uplink once.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
 HARD_FRAMES = '/laecips/hard_frames'
 CLOUD_LABELS = '/laecips/cloud_labels'
 STATS = '/laecips/stats_cloud'
+# Labelled hard frames, republished for the trainer beside the bridge: a robot's frame then
+# crosses its uplink once (to the bridge) instead of once per cloud subscriber.
+CLOUD_FRAMES = '/laecips/cloud/frames'
 
 # name: (default, description)
 PARAMS = {
@@ -93,6 +97,7 @@ class BridgeNode(Node):
 
         qos = QoSProfile(depth=int(self.p['qos_depth']), reliability=ReliabilityPolicy.RELIABLE)
         self.pub_label = self.create_publisher(CloudLabel, CLOUD_LABELS, qos)
+        self.pub_frames = self.create_publisher(HardFrame, CLOUD_FRAMES, qos)
         self.pub_stats = self.create_publisher(CloudStats, STATS, 10)
         self.create_subscription(HardFrame, HARD_FRAMES, self._on_frame, qos)
         self.create_timer(float(self.p['stats_period']), self._publish_stats)
@@ -232,6 +237,7 @@ class BridgeNode(Node):
             out.queue_time = float(t0 - it.t_in)
             out.processing_time = float(td + share + time.monotonic() - t)
             self.pub_label.publish(out)
+            self.pub_frames.publish(it.msg)
             with self._lock:
                 self.counters['labels_out'] += 1
                 self.counters['bytes_out'] += len(out.label.data)

@@ -155,7 +155,9 @@ class TrainerNode(Node):
         self.counts = dict.fromkeys(['frames', 'labels', 'pairs', 'unmatched', 'bad'], 0)
         self.clients_group = ReentrantCallbackGroup()
         data_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(HardFrame, '/laecips/hard_frames', self._on_frame, RELIABLE,
+        # Frames come from the bridge beside us, not from the robots: each hard frame crosses
+        # a robot's uplink once.
+        self.create_subscription(HardFrame, '/laecips/cloud/frames', self._on_frame, RELIABLE,
                                  callback_group=data_group)
         self.create_subscription(CloudLabel, '/laecips/cloud_labels', self._on_label,
                                  RELIABLE, callback_group=data_group)

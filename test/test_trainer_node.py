@@ -1,0 +1,181 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+The trainer node over DDS.
+
+1. Alone, against a stand-in edge service in the test process: pairs are joined by
+   (robot_id, seq) in either order, the service is absent at first and slow on the first
+   call (timeout, backoff), there is never more than one call in flight, and a completed
+   push is published with its size.
+2. Edge node + cloud bridge + trainer as three processes: a push happens, the edge's active
+   version changes, and every camera frame is accounted for (a mask or a counted skip)
+   across the swap.
+"""
+
+from pathlib import Path
+import threading
+import time
+
+from conftest import wait_until
+import numpy as np
+from PIL import Image as PILImage
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FACTORY = ROOT / 'src' / 'laecips_edge' / 'weights' / 'factory.safetensors'
+
+
+def _factory() -> Path:
+    if not FACTORY.is_file():
+        pytest.skip(f'factory weights not found at {FACTORY} (run train_factory)')
+    return FACTORY
+
+
+def _synthetic(rng: np.random.Generator, h: int = 120, w: int = 160):
+    rgb = np.zeros((h, w, 3), np.uint8)
+    lab = np.zeros((h, w), np.uint8)
+    split = int(rng.integers(h // 3, 2 * h // 3))
+    rgb[:split], lab[:split] = (128, 128, 128), 0
+    rgb[split:], lab[split:] = (128, 64, 128), 3
+    return rgb, lab
+
+
+def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, rosnode):
+    from laecips_edge import codecs, weights
+    from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
+    from laecips_msgs.srv import UpdateWeights
+    from rclpy.callback_groups import ReentrantCallbackGroup
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    procs.node('trainer', 'laecips_cloud.trainer_node', params={
+        'weights': str(_factory()), 'gate_margin': -1.0, 'min_frames': 3,
+        'steps_per_round': 1, 'batch': 2, 'val_fraction': 0.25, 'num_threads': 1,
+        'service_pattern': '/{robot_id}/fake_edge/update_weights', 'call_timeout': 3.0,
+        'retry_initial': 0.5, 'retry_max': 2.0, 'max_attempts': 20, 'hmac_key': 'k'})
+    node = rosnode.node
+    # This test plays the bridge: labelled frames reach the trainer on the cloud-side topic.
+    pub_f = node.create_publisher(HardFrame, '/laecips/cloud/frames', rel)
+    pub_l = node.create_publisher(CloudLabel, '/laecips/cloud_labels', rel)
+    pushes = []
+    node.create_subscription(WeightPush, '/laecips/weight_pushes', pushes.append, rel)
+    rosnode.wait_for_subscribers(pub_f, timeout=90.0)  # the weights are loaded by then
+    rosnode.wait_for_subscribers(pub_l, timeout=90.0)
+    rng = np.random.default_rng(0)
+    for seq in range(10):
+        rgb, lab = _synthetic(rng)
+        hf = HardFrame(robot_id='robotx', seq=seq, features=[0.5, 0.4, 0.3], model_version=1)
+        codecs.encode_compressed(rgb, hf.image, 'jpeg')
+        cl = CloudLabel(robot_id='robotx', seq=seq, labeller='test')
+        codecs.encode_compressed(lab, cl.label, 'png')
+        # Half the labels arrive before their frame: the join works both ways.
+        first, second = ((pub_l, cl), (pub_f, hf)) if seq % 2 else ((pub_f, hf), (pub_l, cl))
+        first[0].publish(first[1])
+        second[0].publish(second[1])
+    # A candidate exists but nobody serves the update: the trainer keeps retrying (logged).
+    wait_until(lambda: 'not available' in procs.log('trainer'), 90, 'a retry while absent')
+
+    lock = threading.Lock()
+    state = {'calls': 0, 'in_flight': 0, 'max_in_flight': 0, 'requests': []}
+
+    def serve(req, res):
+        with lock:
+            state['calls'] += 1
+            state['in_flight'] += 1
+            state['max_in_flight'] = max(state['max_in_flight'], state['in_flight'])
+            first = state['calls'] == 1
+            state['requests'].append(req)
+        if first:
+            time.sleep(4.5)  # slower than call_timeout: the trainer gives up on this call
+        with lock:
+            state['in_flight'] -= 1
+        res.accepted, res.reason = (not first), ('ok' if not first else 'late')
+        res.active_version = req.version if not first else 1
+        return res
+
+    node.create_service(UpdateWeights, '/robotx/fake_edge/update_weights', serve,
+                        callback_group=ReentrantCallbackGroup())
+    wait_until(lambda: any(p.accepted for p in pushes), 60, 'an accepted WeightPush')
+    push = next(p for p in pushes if p.accepted)
+    assert state['calls'] >= 2 and state['max_in_flight'] == 1
+    req = state['requests'][-1]
+    assert push.robot_id == 'robotx' and push.version == req.version >= 2
+    assert push.active_version == req.version
+    sd, meta = weights.from_bytes(bytes(req.weights), req.sha256)
+    assert meta.version == req.version and req.format == 'safetensors'
+    assert push.bytes > len(req.weights) > 100_000
+    from laecips_edge.edge_node import sign
+    assert req.signature == sign('k', req.version, req.sha256, req.policy.rule)
+    assert push.frames_seen == 10 and push.steps >= 1
+    procs.assert_alive()
+
+
+def _camera_frames(camvid: Path, n: int, size: tuple[int, int]) -> list[np.ndarray]:
+    from laecips_edge import camvid as cv
+    frames = cv.frames(camvid, 'train', (cv.DUSK,))[:n]
+    return [np.asarray(PILImage.open(f.image).convert('RGB').resize(size[::-1],
+                                                                    PILImage.BILINEAR))
+            for f in frames]
+
+
+def test_three_processes_push_swaps_the_edge_model_without_losing_frames(
+        procs, rosnode, camvid, shared_models):
+    from laecips_edge import codecs
+    from laecips_msgs.msg import EdgeStats, WeightPush
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    factory = _factory()
+    rel = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    procs.node('edge', 'laecips_edge.edge_node', params={
+        'weights': str(factory), 'num_threads': 1, 'image_qos': 'reliable',
+        'policy_rule': 'always', 'stats_period': 0.5},
+        ros_args=['-r', '__ns:=/robot1'])
+    procs.node('bridge', 'laecips_cloud.bridge_node', params={
+        'labeller': 'espnet_c', 'weights': str(shared_models / 'espnet_c_camvid.pth'),
+        'device': 'cpu', 'torch_threads': 1, 'max_batch': 2, 'queue_size': 64})
+    procs.node('trainer', 'laecips_cloud.trainer_node', params={
+        'weights': str(factory), 'gate_margin': -1.0, 'min_frames': 3, 'steps_per_round': 2,
+        'batch': 2, 'val_fraction': 0.25, 'num_threads': 1, 'retry_initial': 0.5})
+    node = rosnode.node
+    cam = node.create_publisher(Image, '/camera/image_raw', rel)
+    masks, stats, pushes = [], [], []
+    node.create_subscription(Image, '/robot1/edge/mask', masks.append, rel)
+    node.create_subscription(EdgeStats, '/laecips/stats', stats.append, rel)
+    node.create_subscription(WeightPush, '/laecips/weight_pushes', pushes.append, rel)
+    rosnode.wait_for_subscribers(cam, timeout=90)
+    wait_until(lambda: node.count_subscribers('/laecips/hard_frames') >= 2, 60,
+               'the bridge subscribed to hard frames')
+    wait_until(lambda: node.count_subscribers('/laecips/cloud/frames') >= 1, 60,
+               'the trainer subscribed to the labelled frames')
+    wait_until(lambda: node.count_publishers('/laecips/cloud_labels') >= 1, 90, 'the bridge')
+    frames = _camera_frames(camvid, 12, (180, 240))
+    published, after_push = 0, 0
+    deadline = time.monotonic() + 150
+    while after_push < 6:
+        if time.monotonic() > deadline:
+            pytest.fail(f'no push after {published} frames; pushes {pushes}')
+        msg = codecs.array_to_image(frames[published % len(frames)], Image, 'rgb8')
+        msg.header.stamp = node.get_clock().now().to_msg()
+        msg.header.frame_id = f'f{published}'
+        cam.publish(msg)
+        published += 1
+        after_push += any(p.accepted for p in pushes)
+        time.sleep(0.25)  # ~4 Hz: a rate the edge sustains beside the bridge and trainer
+        procs.assert_alive()
+    push = next(p for p in pushes if p.accepted)
+
+    def settled():
+        s = stats[-1] if stats else None
+        return (s is not None and s.frames_in == published
+                and s.masks_out + s.skipped + s.rejected == published
+                and s.model_version == push.version and s)
+
+    s = wait_until(settled, 60, f'the edge to account for {published} frames on the new model')
+    assert s.rejected == 0 and s.updates_accepted >= 1
+    assert s.weight_bytes_in >= push.bytes - 10_000 and push.bytes > 1_000_000
+    wait_until(lambda: len(masks) >= s.masks_out, 10, 'every mask')
+    assert len(masks) == s.masks_out
+    ids = [m.header.frame_id for m in masks]
+    assert len(set(ids)) == len(ids) and set(ids) <= {f'f{i}' for i in range(published)}
+    assert push.version == 2 and push.active_version == 2
