@@ -478,5 +478,5 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an HxW class-id map to ``size`` (nearest neighbour)."""
     if tuple(label.shape[:2]) == tuple(size):
         return np.array(label)
-    y = torch.from_numpy(np.ascontiguousarray(label))[None, None].float()
+    y = torch.from_numpy(np.array(label))[None, None].float()  # decoded maps are read-only
     return F.interpolate(y, tuple(size), mode='nearest')[0, 0].to(torch.uint8).numpy()

@@ -3,9 +3,11 @@
 """
 The trainer node: distil cloud labels into each robot's edge model and push gated updates.
 
-It runs in the cloud beside the bridge and listens to the same two topics: a hard frame
-crosses the robot's uplink once, and the trainer pairs it with the bridge's CloudLabel by
-(robot_id, seq). Each robot gets its own ``Distiller`` (one model per robot: robots drift
+It runs in the cloud beside the bridge. Only the bridge subscribes the robots' uplink
+topic (``/laecips/hard_frames``), so a hard frame crosses a robot's uplink once; the bridge
+republishes each labelled frame on ``/laecips/cloud/frames`` and the trainer pairs it with
+the bridge's ``/laecips/cloud_labels`` answer by (robot_id, seq), whichever arrives first
+(both topics remappable). Each robot gets its own ``Distiller`` (one model per robot: robots drift
 differently - another camera, another route, another time of day - and a robot's pushes
 must only ever reflect what that robot saw), initialised from the ``weights`` file (the
 factory weights by default), the version the edges start with.
@@ -14,10 +16,13 @@ When a student passes the gate the node fits the upload policy on the robot's ke
 with the new model (``policy_fit``) and calls ``service_pattern`` (default
 ``/{robot_id}/edge/update_weights``, the edge node's ``~/update_weights`` in the robot's
 namespace) with the safetensors bytes, sha256, version, policy and an optional HMAC
-signature. Calls are asynchronous, at most one in flight per robot, with a timeout and
-retries with exponential backoff while the service is absent or slow; the candidate is
-committed only when the edge accepts it. Every completed push (accepted or not) is
-published on ``/laecips/weight_pushes`` with the request's serialized size in bytes.
+signature. Calls are asynchronous, at most one awaited per robot, with a timeout and
+retries with exponential backoff while the service is absent or slow (after a timeout the
+next try waits at least ``call_timeout`` more, so a slow edge can finish first); a retry
+that finds the edge already running the pushed version (an earlier attempt landed late)
+counts as accepted. The candidate is committed only when the edge accepts it. Every
+completed push (accepted or not) is published on ``/laecips/weight_pushes`` with the
+request's serialized size in bytes.
 """
 
 from __future__ import annotations
@@ -313,7 +318,8 @@ class TrainerNode(Node):
             if not push.future.done() and now - push.sent_at > self.p['call_timeout']:
                 robot.client.remove_pending_request(push.future)
                 push.future = None
-                self._retry(robot, push, f'no response in {self.p["call_timeout"]:.0f} s')
+                self._retry(robot, push, f'no response in {self.p["call_timeout"]:.0f} s',
+                            at_least=self.p['call_timeout'])
             return
         if now < push.next_try:
             return
@@ -325,7 +331,7 @@ class TrainerNode(Node):
         push.future = robot.client.call_async(push.request)
         push.future.add_done_callback(lambda f, r=robot, q=push: self._done(r, q, f))
 
-    def _retry(self, robot: Robot, push: Push, why: str) -> None:
+    def _retry(self, robot: Robot, push: Push, why: str, at_least: float = 0.0) -> None:
         push.failures += 1
         if push.failures >= self.p['max_attempts']:
             self.get_logger().error(f'{robot.robot_id}: giving up update v{push.request.version} '
@@ -334,7 +340,8 @@ class TrainerNode(Node):
             self._finish(robot, push, accepted=False, reason=f'gave up: {why}', active=0)
             return
         # Exponential backoff: a missing or overloaded edge is not hammered.
-        delay = min(self.p['retry_max'], self.p['retry_initial'] * 2 ** (push.failures - 1))
+        delay = max(at_least, min(self.p['retry_max'],
+                                  self.p['retry_initial'] * 2 ** (push.failures - 1)))
         push.next_try = time.monotonic() + delay
         self.get_logger().warning(f'{robot.robot_id}: update v{push.request.version}: {why}; '
                                   f'retry in {delay:.1f} s', throttle_duration_sec=5.0)
@@ -349,8 +356,13 @@ class TrainerNode(Node):
                 push.future = None
                 self._retry(robot, push, f'call failed: {e!r}')
                 return
-            robot.pushes['accepted' if res.accepted else 'rejected'] += 1
-            self._finish(robot, push, res.accepted, res.reason, res.active_version)
+            accepted, reason = res.accepted, res.reason
+            if (not accepted and push.attempts > 1 and push.request.weights
+                    and res.active_version == push.request.version):
+                # An abandoned (timed-out) attempt was applied after all: same version.
+                accepted, reason = True, f'ok (applied by an earlier attempt; edge: {reason})'
+            robot.pushes['accepted' if accepted else 'rejected'] += 1
+            self._finish(robot, push, accepted, reason, res.active_version)
 
     def _finish(self, robot: Robot, push: Push, accepted: bool, reason: str,
                 active: int) -> None:
