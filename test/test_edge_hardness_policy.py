@@ -74,6 +74,11 @@ def test_policy_rules():
     ups = sum(rate.decide(easy, rng) for _ in range(4000))
     assert 0.26 < ups / 4000 < 0.34
     assert math.isnan(rate.threshold) and math.isnan(Policy('never').threshold)
+    # Exploration: easy frames go up at the explore rate, only when the edge passes an rng.
+    explore = Policy('fixed', {'explore': 0.25})
+    assert not explore.decide(easy) and explore.decide(hard, rng)
+    ups = sum(explore.decide(easy, rng) for _ in range(4000))
+    assert 0.21 < ups / 4000 < 0.29
 
 
 def test_policy_serialisation(tmp_path):
@@ -91,3 +96,12 @@ def test_policy_serialisation(tmp_path):
         Policy.from_lists('fixed', ['p'], [])
     with pytest.raises(PolicyError):
         Policy('fixed', {'p': 'high'})
+
+
+def test_node_helpers_parse_params_and_sign():
+    from laecips_edge.edge_node import parse_params, sign
+    assert parse_params('') == {}
+    assert parse_params('rate=0.3, easy=0.9') == {'rate': 0.3, 'easy': 0.9}
+    assert parse_params('{"threshold": 0.25}') == {'threshold': 0.25}
+    s = sign('key', 7, 'ab' * 32, 'learned')
+    assert len(s) == 64 and s != sign('key', 8, 'ab' * 32, 'learned')

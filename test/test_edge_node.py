@@ -13,12 +13,13 @@ from sensor_msgs.msg import Image
 import torch
 
 from laecips_edge import codecs, weights
-from laecips_edge.edge_node import factory_weights
+from laecips_edge.edge_node import factory_weights, sign
 from laecips_msgs.msg import EdgeStats, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 
 NS = '/robot1'
+KEY = 'test-key'
 QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -68,17 +69,19 @@ class Peer:
         return None
 
     def call(self, version: int, data: bytes, sha: str | None = None, rule: str = '',
-             keys=(), values=()):
+             keys=(), values=(), key: str | None = KEY):
         req = UpdateWeights.Request(version=version, format='safetensors', weights=data,
                                     sha256=weights.sha256(data) if sha is None else sha)
         req.policy = PolicyMsg(rule=rule, keys=list(keys), values=list(values))
+        if key:
+            req.signature = sign(key, version, req.sha256, rule)
         return self.ros.call(self.update, req, timeout=60.0)
 
 
 def _start(procs, state_dir, rule='always'):
     return procs.node('edge', 'laecips_edge.edge_node', params={
         'image_qos': 'reliable', 'policy_rule': rule, 'num_threads': 1, 'stats_period': 0.2,
-        'state_dir': str(state_dir), 'send_edge_label': True},
+        'state_dir': str(state_dir), 'send_edge_label': True, 'hmac_key': KEY},
         ros_args=['-r', f'__ns:={NS}'])
 
 
@@ -104,7 +107,7 @@ def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
     assert codecs.compressed_to_label(hf.edge_label).max() < 11
     assert sorted(h.header.stamp.sec for h in peer.hard) == sorted(got)
 
-    # Rejected updates: pickle, sha mismatch, wrong shape. Version 1 stays; node lives.
+    # Rejected updates: pickle, sha mismatch, wrong shape, unsigned. Version 1 stays.
     sd, meta = weights.load(factory_weights())
     buf = io.BytesIO()
     torch.save(sd, buf)
@@ -118,6 +121,8 @@ def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
     bad = dict(good, **{'classifier.3.weight': torch.zeros(12, 128, 1, 1)})
     res = peer.call(2, weights.to_bytes(bad, meta))
     assert not res.accepted and 'shape' in res.reason and res.active_version == 1
+    res = peer.call(2, data, key=None)
+    assert not res.accepted and 'signature' in res.reason and res.active_version == 1
     procs.assert_alive()
 
     # A good update, with a policy change to never: masks of class 10, no more uploads.
@@ -129,7 +134,7 @@ def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
     after = [m for m in peer.masks if m.header.stamp.sec >= 2000]
     assert after and all((codecs.image_to_array(m) == 10).all() for m in after)
     assert stats.model_version == 2 and stats.policy.rule == 'never'
-    assert stats.updates_accepted == 1 and stats.updates_rejected == 3
+    assert stats.updates_accepted == 1 and stats.updates_rejected == 4
     assert len(peer.hard) == n_hard  # never: no hard frames
 
     # A restart resumes version 2 and the never policy from state_dir.

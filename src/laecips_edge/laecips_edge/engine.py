@@ -142,8 +142,9 @@ class Segmenter:
             example = example.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if opt.jit:
-                model = torch.jit.optimize_for_inference(
-                    torch.jit.freeze(torch.jit.trace(model, example, check_trace=False)))
+                # freeze only: optimize_for_inference's MKLDNN pass rejects the adaptive
+                # pooling of non-divisible sizes (PPM bins 3 and 6).
+                model = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
             for _ in range(2):  # warm-up here, so the first live frame pays nothing
                 out = model(example)
         if out.dim() != 4 or out.shape[1] != meta.num_classes:

@@ -5,7 +5,8 @@ The upload policy: which frames the edge sends to the cloud, as a rule name plus
 
 It mirrors ``laecips_msgs/Policy`` (rule, keys[], values[]) so the trainer can fit one and
 push it, and it persists as JSON beside the weights. Features come from
-``hardness.features``: [conf_ratio, entropy, margin].
+``hardness.features``: [conf_ratio, entropy, margin]. Any rule with a threshold takes an
+optional ``explore`` rate (see :meth:`Policy.decide`).
 """
 
 from __future__ import annotations
@@ -80,7 +81,14 @@ class Policy:
         return 1.0 - float(f[0]) if len(f) else math.nan
 
     def decide(self, features: np.ndarray, rng: np.random.Generator | None = None) -> bool:
-        """Return True when this frame should be uploaded."""
+        """
+        Return True when this frame should be uploaded.
+
+        With ``rng`` (the edge passes one), the optional ``explore`` parameter also uploads
+        that fraction of the frames the rule calls easy, at random, so the cloud sees
+        unbiased samples (laecips_cloud.policy_fit). Without ``rng`` the answer is the rule's
+        own, deterministic verdict (the ``random`` rule then draws from a fresh generator).
+        """
         r = self.rule
         if r == 'never':
             return False
@@ -90,9 +98,14 @@ class Policy:
             return bool((rng or np.random.default_rng()).random() < self.params['rate'])
         f = np.asarray(features, np.float64).ravel()
         if r == 'fixed':
-            # conf_ratio must be measured with params['p']; the edge computes it with 0.9.
-            return bool(f[0] <= self.params['easy'])
-        return bool(self.score(f) > self.params['threshold'])
+            # conf_ratio is the edge's, measured with p = 0.9 (HardFrame.features).
+            hard = bool(f[0] <= self.params['easy'])
+        else:
+            hard = bool(self.score(f) > self.params['threshold'])
+        explore = self.params.get('explore', 0.0)
+        if not hard and rng is not None and explore > 0:
+            return bool(rng.random() < explore)
+        return hard
 
     # Serialisation: dict / JSON for files, keys+values lists for laecips_msgs/Policy.
     def to_dict(self) -> dict:
