@@ -81,8 +81,9 @@ def test_segmenter_infer_and_swap(model, tmp_path):
     r = seg.infer(rgb, want_logits=True)
     assert r.mask.shape == (96, 120) and r.mask.dtype == np.uint8 and r.mask.max() < 11
     assert r.features.shape == (3,) and r.version == 3 and r.logits.shape[1] == 11
-    # The fused, channels-last model agrees with the plain one.
-    ref = Segmenter.from_file(path, options=Options(fuse_bn=False, channels_last=False))
+    # The fused, channels-last, traced model agrees with the plain one.
+    ref = Segmenter.from_file(path, options=Options(fuse_bn=False, channels_last=False,
+                                                    jit=False))
     assert (ref.infer(rgb).mask == r.mask).mean() > 0.99
     bad = dict(model.state_dict())
     bad['classifier.3.bias'] = torch.zeros(3)
@@ -155,3 +156,20 @@ def test_codecs_compressed_round_trip_and_corrupt():
     Image.new('L', (1, 1)).save(big, format='PNG')
     with pytest.raises(CodecError, match='format'):
         codecs.encode_compressed(rgb, SimpleNamespace, 'webp')
+
+
+def test_torchscript_plugin(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Upsample(scale_factor=0.5))
+    torch.jit.script(net).save(str(tmp_path / 'm.pt'))
+    from laecips_edge.classes import ClassMap
+    cm = ClassMap(('a', 'b', 'c', 'd'), ((0, 0, 0),) * 4, 255)
+    (tmp_path / 'classes.json').write_text(cm.to_json())
+    cfg = {'path': str(tmp_path / 'm.pt'), 'class_map': str(tmp_path / 'classes.json')}
+    m = models.create('torchscript', 4, **cfg)
+    assert m(torch.zeros(1, 3, 8, 8)).shape == (1, 4, 4, 4)
+    seg = Segmenter(WeightsMeta(arch='torchscript', arch_cfg=cfg, class_map=cm,
+                                input_size=(16, 16)), None)
+    r = seg.infer(np.zeros((20, 30, 3), np.uint8))
+    assert r.mask.shape == (20, 30) and r.mask.max() < 4
+    with pytest.raises(ValueError):
+        models.create('torchscript', 11, **cfg)

@@ -74,10 +74,13 @@ class EdgeNode(Node):
         'arch': ('', "architecture; empty = the weights' metadata, 'torchscript' = arch_cfg"),
         'arch_cfg': ('', 'JSON kwargs of models.create, e.g. {"path": m.pt, "class_map": c}'),
         'device': ('cpu', 'torch device'),
-        'num_threads': (0, 'torch threads; 0 = one per core'),
+        # 1 by default: on 2 shared cores a second OpenMP thread that waits for a busy core
+        # spins, and the forward pass got 5-10x slower in bench_edge under load.
+        'num_threads': (1, 'torch threads; 0 = one per core'),
         'input_height': (0, "model input height; 0 = the weights' metadata"),
         'input_width': (0, "model input width; 0 = the weights' metadata"),
-        'mask_res': ('model', "'model': argmax at model input size then nearest; 'full'"),
+        'mask_res': ('half', "argmax at 'full', 'model', 'half' or 'native' size, then nearest"),
+        'jit': (True, 'trace + freeze the model (TorchScript) when it is built or swapped'),
         'input_type': ('image', "'image' (sensor_msgs/Image) or 'compressed'"),
         'camera_topic': ('/camera/image_raw', 'camera topic (/compressed added for compressed)'),
         'image_qos': ('sensor_data', "'sensor_data' (best effort) or 'reliable'"),
@@ -148,7 +151,7 @@ class EdgeNode(Node):
 
     # --- model and policy -------------------------------------------------------------
     def _load_model(self, p: dict) -> tuple[engine.Segmenter, Policy]:
-        opts = engine.Options(mask_res=p['mask_res'], input_size=(
+        opts = engine.Options(mask_res=p['mask_res'], jit=p['jit'], input_size=(
             (p['input_height'], p['input_width']) if p['input_height'] > 0 else None))
         policy = Policy(p['policy_rule'], parse_params(p['policy_params']))
         if p['state_dir']:

@@ -36,8 +36,11 @@ class Options:
 
     fuse_bn: bool = True  # fold BatchNorm into the preceding convolution
     channels_last: bool = True
-    jit: bool = False  # trace + freeze (TorchScript); measured slower here, see bench.py
-    mask_res: str = 'model'  # 'model': argmax at model input size, then nearest; 'full'
+    jit: bool = True  # trace + freeze (TorchScript): ~1.7x faster forward, see bench.py
+    # Where the argmax happens before a nearest-neighbour resize to the image: 'full' (the
+    # image's size), 'model' (model input size), 'half' (half of it; -0.05 mIoU against
+    # 'full' on CamVid test frames, ~3 ms less per frame), 'native' (logits; -0.9 mIoU).
+    mask_res: str = 'half'
     input_size: tuple[int, int] | None = None  # override the metadata's (H, W)
 
 
@@ -141,7 +144,7 @@ class Segmenter:
             model = model.to(memory_format=torch.channels_last)
             example = example.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if opt.jit:
+            if opt.jit and not isinstance(model, torch.jit.ScriptModule):
                 # freeze only: optimize_for_inference's MKLDNN pass rejects the adaptive
                 # pooling of non-divisible sizes (PPM bins 3 and 6).
                 model = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
@@ -204,11 +207,10 @@ class Segmenter:
         with torch.inference_mode():
             logits = act.model(x)
             feats = hardness.features(logits)[0]
-            if self.options.mask_res == 'full':
-                mask = models.upsample(logits, (h, w)).argmax(1)[0].to(torch.uint8).numpy()
-            else:
-                small = models.upsample(logits, tuple(x.shape[-2:])).argmax(1)[0]
-                mask = _nearest(small.to(torch.uint8).numpy(), h, w)
+            size = {'full': (h, w), 'model': tuple(x.shape[-2:]), 'native': None}.get(
+                self.options.mask_res, (x.shape[-2] // 2, x.shape[-1] // 2))
+            small = (models.upsample(logits, size) if size else logits).argmax(1)[0]
+            mask = _nearest(small.to(torch.uint8).numpy(), h, w)
         return Result(mask, feats, act.version, logits if want_logits else None,
                       (time.perf_counter() - t0) * 1e3)
 
@@ -217,6 +219,9 @@ def _nearest(mask: np.ndarray, h: int, w: int) -> np.ndarray:
     """Nearest-neighbour resize of a uint8 map by index arithmetic (no interpolation)."""
     if mask.shape == (h, w):
         return mask
+    fy, fx = h // mask.shape[0], w // mask.shape[1]
+    if (fy * mask.shape[0], fx * mask.shape[1]) == (h, w):  # integer factors: 5x faster
+        return mask.repeat(fy, 0).repeat(fx, 1)
     rows = (np.arange(h) * mask.shape[0] // h)
     cols = (np.arange(w) * mask.shape[1] // w)
     return mask[rows[:, None], cols[None, :]]
