@@ -9,7 +9,7 @@ from conftest import wait_until
 import numpy as np
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 import torch
 
 from laecips_edge import codecs, weights
@@ -26,12 +26,14 @@ QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 class Peer:
     """Camera publisher plus recorders of the node's outputs, in the test process."""
 
-    def __init__(self, rosnode):
+    def __init__(self, rosnode, jpeg: bool = False):
         n = rosnode.node
         self.ros = rosnode
+        self.jpeg = jpeg
         self.lock = threading.Lock()
         self.masks, self.hard, self.stats = [], [], []
-        self.cam = n.create_publisher(Image, '/camera/image_raw', QOS)
+        self.cam = (n.create_publisher(CompressedImage, '/camera/image_raw/compressed', QOS)
+                    if jpeg else n.create_publisher(Image, '/camera/image_raw', QOS))
         n.create_subscription(Image, f'{NS}/edge/mask', lambda m: self._add(self.masks, m), QOS)
         n.create_subscription(HardFrame, '/laecips/hard_frames',
                               lambda m: self._add(self.hard, m), QOS)
@@ -50,7 +52,8 @@ class Peer:
         stamps = []
         for i in range(n):
             rgb = rng.integers(0, 256, (72, 96, 3), dtype=np.uint8)
-            msg = codecs.array_to_image(rgb, Image, 'rgb8')
+            msg = (codecs.encode_compressed(rgb, CompressedImage, 'jpeg') if self.jpeg
+                   else codecs.array_to_image(rgb, Image, 'rgb8'))
             msg.header.stamp.sec = start_stamp + i
             msg.header.frame_id = 'camera'
             self.cam.publish(msg)
@@ -78,10 +81,10 @@ class Peer:
         return self.ros.call(self.update, req, timeout=60.0)
 
 
-def _start(procs, state_dir, rule='always'):
+def _start(procs, state_dir, rule='always', **extra):
     return procs.node('edge', 'laecips_edge.edge_node', params={
         'image_qos': 'reliable', 'policy_rule': rule, 'num_threads': 1, 'stats_period': 0.2,
-        'state_dir': str(state_dir), 'send_edge_label': True, 'hmac_key': KEY},
+        'state_dir': str(state_dir), 'send_edge_label': True, 'hmac_key': KEY, **extra},
         ros_args=['-r', f'__ns:={NS}'])
 
 
@@ -146,16 +149,22 @@ def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
     assert peer.stats[-1].policy.rule == 'never'
 
 
-@pytest.mark.parametrize('rule', ['never'])
-def test_edge_node_never_uploads_and_survives_bad_frames(procs, rosnode, tmp_path, rule):
-    _start(procs, tmp_path / 'state', rule=rule)
-    peer = Peer(rosnode)
+@pytest.mark.parametrize('jpeg', [False, True], ids=['raw', 'compressed'])
+def test_edge_node_never_uploads_and_survives_bad_frames(procs, rosnode, tmp_path, jpeg):
+    _start(procs, tmp_path / 'state', rule='never',
+           input_type='compressed' if jpeg else 'image')
+    peer = Peer(rosnode, jpeg=jpeg)
     rosnode.wait_for_subscribers(peer.cam, timeout=90.0)
-    bad = codecs.array_to_image(np.zeros((4, 4, 3), np.uint8), Image, 'rgb8')
-    bad.encoding = '32FC1'  # unsupported: rejected, counted, the node keeps running
-    peer.cam.publish(bad)
+    if jpeg:  # corrupt data
+        bad = CompressedImage(format='jpeg', data=b'\xff\xd8\xff\xe0 not really a jpeg')
+    else:  # an encoding the node does not take
+        bad = codecs.array_to_image(np.zeros((4, 4, 3), np.uint8), Image, 'rgb8')
+        bad.encoding = '32FC1'
+    peer.cam.publish(bad)  # rejected, counted, and the node keeps running
     peer.sent += 1
+    wait_until(lambda: peer.stats and peer.stats[-1].rejected == 1, 30.0, 'a rejected frame')
     peer.send(5, 3000)
     stats = wait_until(peer.accounted, 60.0, 'frames accounted for')
     assert stats.rejected == 1 and stats.uploaded == 0 and not peer.hard
+    assert codecs.image_to_array(peer.masks[-1]).shape == (72, 96)
     procs.assert_alive()
