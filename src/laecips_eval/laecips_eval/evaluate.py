@@ -36,6 +36,7 @@ MODULES = {'edge': 'laecips_edge.edge_node', 'bridge': 'laecips_cloud.bridge_nod
            'trainer': 'laecips_cloud.trainer_node'}
 NODE_NAMES = {'edge': 'edge', 'bridge': 'cloud_bridge', 'trainer': 'trainer'}
 # Test preset: small input, a 1-thread edge, the labeller on few pixels, a short training.
+REUSABLE = ('edge_only', 'cloud_only', 'fixed', 'entropy_sedna')
 TINY = {'edge': {'input_height': 90, 'input_width': 120},
         'bridge': {},
         'trainer': {}}
@@ -288,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--trainer-param', action='append', default=[], metavar='K=V')
     p.add_argument('--node-module', action='append', default=[], metavar='KIND=MODULE',
                    help='run another module for a node: edge, bridge or trainer')
-    p.add_argument('--trainer-nice', type=int, default=10,
+    p.add_argument('--trainer-nice', type=int, default=0,
                    help='niceness of the trainer: background work that must not starve the '
                    'edge and bridge on a small machine (0: none)')
     p.add_argument('--robot-id', default='robot1')
@@ -301,11 +302,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--idle-timeout', type=float, default=None,
                    help='recorder: seconds without news before it gives up waiting')
     p.add_argument('--system-timeout', type=float, default=None)
+    p.add_argument('--reuse', default=None, metavar='DIR',
+                   help="take the runs of systems that do not depend on LAECIPS's run "
+                   f'({", ".join(REUSABLE)}) from an earlier --out DIR with the same stream')
     return p
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Stop cleanly (nodes, namespaces) on SIGTERM, and on SIGINT even when started in the
+    # background of a non-interactive shell (which ignores SIGINT).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     out = Path(args.out)
     (out / 'runs').mkdir(parents=True, exist_ok=True)
     try:
@@ -374,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             for sys_ in systems.build(name, ratio, features, args.seeds, laecips_policy):
                 before = link.wait_stats() if link else None
-                run = run_system(sys_, args, runner, bag, n_frames, out, keep)
+                run = _reused(args.reuse, sys_, n_frames, out)
+                if run is None:
+                    run = run_system(sys_, args, runner, bag, n_frames, out, keep)
                 runs.setdefault(sys_.label, []).append(run)
                 if link:
                     link_counters[sys_.label + f'#{sys_.seed}'] = _delta(before,
@@ -404,6 +418,26 @@ def main(argv: list[str] | None = None) -> int:
     _overlays(runs, out, frames_by_name)
     print('\n'.join(md))
     return 0
+
+
+def _reused(reuse: str | None, sys_: systems.System, n_frames: int, out: Path) -> dict | None:
+    """Return an earlier run of an independent system (copied into ``out``), else None."""
+    if not reuse or sys_.name not in REUSABLE:
+        return None
+    src = Path(reuse) / 'runs' / f'{sys_.name}.json'
+    if not src.is_file():
+        return None
+    run = json.loads(src.read_text())
+    if len(run['frames']) != n_frames or run['system']['params'] != sys_.params:
+        return None
+    run['reused_from'] = str(src)
+    dst = out / 'runs' / src.name
+    if dst.resolve() != src.resolve():
+        dst.write_text(json.dumps(run))
+        if src.with_suffix('.npz').is_file():
+            dst.with_suffix('.npz').write_bytes(src.with_suffix('.npz').read_bytes())
+    print(f'[evaluate] {sys_.label}: reused {src}', flush=True)
+    return run
 
 
 def _delta(before: dict, after: dict) -> dict:
