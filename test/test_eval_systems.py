@@ -45,3 +45,21 @@ def test_node_argv_and_overlay_picks():
                          '-p', "c:='x=1,y=2'"]
     assert '__ns:=/robot1' in argv
     assert evaluate.keep_indices(['day'] * 4 + ['dusk'] * 3, 10) == [2, 3, 5, 6]
+
+
+def test_reuse_only_independent_systems_with_the_same_stream(tmp_path):
+    import json
+    old = tmp_path / 'old'
+    (old / 'runs').mkdir(parents=True)
+    out = tmp_path / 'new'
+    (out / 'runs').mkdir(parents=True)
+    edge = systems.build('edge_only')[0]
+    run = {'frames': [{}] * 5, 'system': {'name': 'edge_only', 'params': {}}}
+    (old / 'runs' / 'edge_only.json').write_text(json.dumps(run))
+    assert evaluate._reused(str(old), edge, 5, out)['reused_from'].endswith('edge_only.json')
+    assert (out / 'runs' / 'edge_only.json').is_file()
+    assert evaluate._reused(str(old), edge, 6, out) is None  # another stream
+    assert evaluate._reused(None, edge, 5, out) is None
+    lae = systems.build('laecips')[0]
+    (old / 'runs' / 'laecips.json').write_text(json.dumps(run))
+    assert evaluate._reused(str(old), lae, 5, out) is None  # never reused
