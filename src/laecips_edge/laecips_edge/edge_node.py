@@ -103,7 +103,14 @@ class EdgeNode(Node):
             self.declare_parameter(name, default, ParameterDescriptor(
                 description=text, read_only=True, dynamic_typing=True))
             value = self.get_parameter(name).value
+            if isinstance(default, bool) and isinstance(value, str):
+                value = value.strip().lower() in ('1', 'true', 'yes', 'on')
             p[name] = type(default)(default if value is None else value)
+        for name, allowed in (('input_type', ('image', 'compressed')),
+                              ('image_qos', ('sensor_data', 'reliable')),
+                              ('mask_res', ('full', 'model', 'half', 'native'))):
+            if p[name] not in allowed:
+                raise ValueError(f'parameter {name} must be one of {allowed}, not {p[name]!r}')
         self.p = p
         self.robot_id = p['robot_id'] or self.get_namespace().strip('/') or self.get_name()
         engine.set_threads(p['num_threads'])
