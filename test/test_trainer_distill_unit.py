@@ -20,7 +20,7 @@ def _meta() -> weights.WeightsMeta:
 
 
 def _pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A frame whose classes are colours: sky-grey top, road-purple bottom, a car block."""
+    """Make a frame whose classes are colours: sky-grey top, road-purple bottom, a car block."""
     h, w = 96, 128
     rgb = np.zeros((h, w, 3), np.uint8)
     lab = np.full((h, w), 11, np.uint8)
