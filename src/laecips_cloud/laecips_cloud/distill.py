@@ -125,6 +125,9 @@ class DistillConfig:
     gate_metric: str = 'miou'  # 'miou' or 'pixel_acc' vs the cloud labels
     scale: tuple[float, float] = (1.0, 1.3)  # random zoom relative to the input size
     jitter: float = 0.2  # brightness/contrast/saturation factors in [1 - j, 1 + j]
+    # Class weights (median frequency / frequency) ** 0.5 from the cloud labels seen, as the
+    # factory training does: thin classes (poles, signs, people) count for mIoU.
+    class_balance: bool = True
     idle_rounds: int = 2  # rounds run without new frames before the worker waits
     seed: int = 0
 
@@ -186,6 +189,7 @@ class Distiller:
         self.pending: Candidate | None = None
         self._next_version = self.active_version + 1
         self.steps = 0  # optimiser steps of the student
+        self._class_pixels = np.zeros(self.num_classes, np.float64)
         self.frames_seen = 0  # pairs added (train + val)
         self.rounds = 0
         self.last_round: dict = {}
@@ -218,6 +222,8 @@ class Distiller:
             else:
                 self.buffer.add(pair)
                 self._new_since_round += 1
+                self._class_pixels += np.bincount(pair.label.ravel(), minlength=256)[
+                    :self.num_classes]
             self._wake.notify_all()
         return 'val' if to_val else 'train'
 
@@ -270,6 +276,21 @@ class Distiller:
         x = (x - x.mean()) * c + x.mean()  # contrast
         return (x * b).clamp_(0, 1)  # brightness
 
+    def class_weights(self) -> torch.Tensor | None:
+        """Return the loss weights per class (None when class balancing is off)."""
+        if not self.cfg.class_balance:
+            return None
+        with self._lock:
+            px = self._class_pixels.copy()
+        if px.sum() == 0:
+            return None
+        freq = px / px.sum()
+        seen = freq > 0
+        med = np.median(freq[seen])
+        # Classes absent from the labels get weight 1: they add nothing to the loss anyway.
+        w = np.where(seen, np.sqrt(med / np.maximum(freq, 1e-12)), 1.0).clip(0.2, 5.0)
+        return torch.tensor(w, dtype=torch.float32)
+
     def train_steps(self, n: int) -> float:
         """Run ``n`` optimiser steps on the buffer; return the mean loss (NaN if empty)."""
         losses = []
@@ -282,7 +303,8 @@ class Distiller:
                     break
                 x, y = self._batch(pairs)
                 logits = models.upsample(self.model(x), self.size)
-                loss = F.cross_entropy(logits, y, ignore_index=self.void)
+                loss = F.cross_entropy(logits, y, weight=self.class_weights(),
+                                       ignore_index=self.void)
                 if not torch.isfinite(loss):
                     continue  # an all-void batch; nothing to learn from
                 self._opt.zero_grad(set_to_none=True)
