@@ -302,6 +302,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--idle-timeout', type=float, default=None,
                    help='recorder: seconds without news before it gives up waiting')
     p.add_argument('--system-timeout', type=float, default=None)
+    p.add_argument('--rebuild', action='store_true',
+                   help='only re-render the report of --out from its runs/*.json')
     p.add_argument('--reuse', default=None, metavar='DIR',
                    help="take the runs of systems that do not depend on LAECIPS's run "
                    f'({", ".join(REUSABLE)}) from an earlier --out DIR with the same stream')
@@ -314,6 +316,9 @@ def _interrupt(*_) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.rebuild:
+        print(rebuild(Path(args.out)))
+        return 0
     # Stop cleanly (nodes, namespaces) on SIGTERM, and on SIGINT even when started in the
     # background of a non-interactive shell (which ignores SIGINT).
     signal.signal(signal.SIGTERM, _interrupt)
@@ -397,27 +402,50 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = report.summarize(run)['upload_ratio']
                 if name == 'cloud_only':
                     features = _features(run)
+    cmd = 'evaluate ' + shlex.join(argv if argv is not None else sys.argv[1:])
+    meta = {'command': cmd, 'frames': n_frames, 'rate': args.rate, 'deadline': args.deadline,
+            'link': args.link, 'link_counters': link_counters,
+            'wall_s': time.time() - started}
+    md = write_report(out, runs, names, meta)
+    _overlays(runs, out, frames_by_name)
+    print(md)
+    return 0
+
+
+def write_report(out: Path, runs: dict[str, list[dict]], names: list[str], meta: dict) -> str:
+    """Write table.md, results.json and the plots of recorded runs; return the markdown."""
     labels = {name: next((r[0]['system']['label'] for r in runs.values()
                           if r[0]['system']['name'] == name), '') for name in names}
     rows = {label: report.average([report.summarize(r) for r in rs])
             for label, rs in runs.items()}
-    cmd = 'evaluate ' + shlex.join(argv if argv is not None else sys.argv[1:])
-    md = [f'Command: `{cmd}`', '',
-          f'{n_frames} frames at {args.rate:g} Hz, deadline {args.deadline:g} s'
+    spec = parse_spec(meta['link']) if meta.get('link') else None
+    md = [f'Command: `{meta["command"]}`', '',
+          f'{meta["frames"]} frames at {meta["rate"]:g} Hz, deadline {meta["deadline"]:g} s'
           + (f', link {spec}' if spec else ', loopback DDS') + '.', '',
-          report.table(rows), '', 'Goals:'] + goals(rows, labels, bool(args.link))
+          report.table(rows), '', 'Goals:'] + goals(rows, labels, spec is not None)
     (out / 'table.md').write_text('\n'.join(md) + '\n')
     report.write_json(out / 'results.json', {
-        'command': cmd, 'frames': n_frames, 'rate': args.rate, 'deadline': args.deadline,
-        'link': args.link, 'rows': rows, 'link_counters': link_counters,
+        **meta, 'rows': rows,
         'runs': {label: [{'system': r['system'], 'summary': report.summarize(r),
-                          'totals': r['totals'], 'pushes': r['pushes']} for r in rs]
-                 for label, rs in runs.items()},
-        'wall_s': time.time() - started})
+                          'totals': r['totals'], 'pushes': r['pushes'],
+                          'edge_stats': r.get('edge_stats', {})} for r in rs]
+                 for label, rs in runs.items()}})
     report.plots({label: rs[0] for label, rs in runs.items()}, out)
-    _overlays(runs, out, frames_by_name)
-    print('\n'.join(md))
-    return 0
+    return '\n'.join(md)
+
+
+def rebuild(out: Path) -> str:
+    """Re-render the report of an earlier ``--out`` folder from its runs/*.json."""
+    meta = json.loads((out / 'results.json').read_text())
+    meta = {k: meta.get(k) for k in ('command', 'frames', 'rate', 'deadline', 'link',
+                                     'link_counters', 'wall_s')}
+    found = [json.loads(p.read_text()) for p in sorted((out / 'runs').glob('*.json'))]
+    found.sort(key=lambda r: (systems.ORDER.index(r['system']['name']), r['system']['seed']))
+    runs: dict[str, list[dict]] = {}
+    for r in found:
+        runs.setdefault(r['system']['label'], []).append(r)
+    names = list(dict.fromkeys(r['system']['name'] for r in found))
+    return write_report(out, runs, names, meta)
 
 
 def _reused(reuse: str | None, sys_: systems.System, n_frames: int, out: Path) -> dict | None:

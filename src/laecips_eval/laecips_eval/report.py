@@ -48,6 +48,11 @@ def summarize(run: dict) -> dict:
     out['weight_pushes_accepted'] = sum(1 for p in pushes if p.get('accepted'))
     out['weight_bytes'] = sum(int(p.get('bytes', 0)) for p in pushes)
     out['weight_bytes_per_frame'] = out['weight_bytes'] / n
+    # What the edge itself counted (includes updates whose WeightPush never came back).
+    es = run.get('edge_stats') or {}
+    out['edge_updates_accepted'] = int(es.get('updates_accepted', 0))
+    out['edge_updates_rejected'] = int(es.get('updates_rejected', 0))
+    out['edge_weight_bytes_in'] = int(es.get('weight_bytes_in', 0))
     for src in ('cloud', 'edge', 'last', 'none'):
         out[f'source_{src}'] = sum(1 for f in frames if f['source'] == src)
     out['late_labels'] = sum(1 for f in frames if f['labelled'] and f['source'] != 'cloud')
@@ -84,10 +89,14 @@ def table(rows: dict[str, dict]) -> str:
             f'{_f(s["upload_ratio"] * 100, ".0f")} % | {_f(s["bytes_up_per_frame"], ",.0f")} | '
             f'{_f(s["bytes_down_per_frame"], ",.0f")} | {_f(s["latency_p50_ms"], ".0f")} | '
             f'{_f(s["latency_p95_ms"], ".0f")} | {_f(s["latency_mean_ms"], ".0f")} |')
-    weights = [f'{name}: {int(s["weight_pushes"])} pushes '
+    weights = [f'{name}: {int(s["weight_pushes"])} pushes reported by the trainer '
                f'({int(s["weight_pushes_accepted"])} accepted), '
                f'{s["weight_bytes"] / 1e6:.2f} MB = {_f(s["weight_bytes_per_frame"], ",.0f")}'
-               f' B/frame' for name, s in rows.items() if s.get('weight_pushes')]
+               f' B/frame; the edge counted {int(s.get("edge_updates_accepted", 0))} accepted'
+               f' + {int(s.get("edge_updates_rejected", 0))} rejected updates, '
+               f'{s.get("edge_weight_bytes_in", 0) / 1e6:.2f} MB accepted'
+               for name, s in rows.items()
+               if s.get('weight_pushes') or s.get('edge_updates_accepted')]
     if weights:
         lines += ['', 'Weight pushes (downlink, not in "down B/frame"): ' + '; '.join(weights)]
     return '\n'.join(lines)
