@@ -49,6 +49,7 @@ class FrameResult:
     hardness: float
     features: list[float]
     conf: np.ndarray
+    edge_conf: np.ndarray | None = None  # the edge's own mask (None when it skipped)
     edge_mask: np.ndarray | None = None
     final_mask: np.ndarray | None = None
 
@@ -58,6 +59,7 @@ class FrameResult:
             'index', 'phase', 'name', 'stamp_ns', 'source', 'uploaded', 'labelled',
             'latency_s', 'cloud_delay_s', 'bytes_up', 'bytes_down', 'hardness', 'features')}
         d['conf'] = self.conf.tolist()
+        d['edge_conf'] = self.edge_conf.tolist() if self.edge_conf is not None else None
         return d
 
 
@@ -152,6 +154,7 @@ class Recording:
                 hardness=float(hard['hardness']) if hard else math.nan,
                 features=hard['features'] if hard else [],
                 conf=metrics.confusion(final, gt, num_classes, void),
+                edge_conf=metrics.confusion(e, gt, num_classes, void) if e is not None else None,
                 edge_mask=e if i in keep else None,
                 final_mask=final if i in keep else None))
         return out

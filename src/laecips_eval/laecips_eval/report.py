@@ -35,6 +35,12 @@ def summarize(run: dict) -> dict:
                    np.zeros((metrics.NUM_CLASSES,) * 2, np.int64))
         out[f'miou_{subset}'] = metrics.miou(conf) * 100 if sel else math.nan
         out[f'frames_{subset}'] = len(sel)
+        # The edge model's own masks (before the cloud's answers): what distillation changed.
+        # Runs recorded before edge_conf existed: a final mask from the edge is the edge's.
+        own = [np.asarray(f['edge_conf'] if f.get('edge_conf') else f['conf'], np.int64)
+               for f in sel if f.get('edge_conf') or f['source'] == 'edge']
+        complete = own and len(own) == sum(1 for f in sel if f['source'] != 'last')
+        out[f'edge_miou_{subset}'] = metrics.miou(sum(own)) * 100 if complete else math.nan
     lat = metrics.percentiles([f['latency_s'] * 1e3 for f in frames])
     out.update(latency_p50_ms=lat['p50'], latency_p95_ms=lat['p95'],
                latency_mean_ms=lat['mean'], latency_n=lat['n'])
@@ -78,14 +84,17 @@ def _f(v: float, fmt: str = '.1f') -> str:
 
 def table(rows: dict[str, dict]) -> str:
     """Return the markdown table of system rows (name -> averaged summary)."""
-    head = ('| system | mIoU all | day | dusk (scoring) | dusk_adapt (adaptation) | upload '
-            '| up B/frame | down B/frame | latency p50 ms | p95 ms | mean ms |')
-    lines = [head, '|' + '---|' * 11]
+    head = ('| system | mIoU all | day | dusk (scoring) | dusk_adapt (adaptation) | edge model '
+            'dusk | upload | up B/frame | down B/frame | latency p50 ms | p95 ms | mean ms |')
+    lines = [head, '|' + '---|' * 12]
+    notes = ('mIoU in %, 11 classes, void ignored, one confusion matrix per subset; "edge model '
+             'dusk" scores the edge\'s own masks on the dusk frames, before any cloud answer.')
     for name, s in rows.items():
         runs = f' (×{s["runs"]})' if s.get('runs', 1) > 1 else ''
         lines.append(
             f'| {name}{runs} | {_f(s["miou_all"])} | {_f(s["miou_day"])} | '
             f'{_f(s["miou_dusk"])} | {_f(s["miou_dusk_adapt"])} | '
+            f'{_f(s.get("edge_miou_dusk", math.nan))} | '
             f'{_f(s["upload_ratio"] * 100, ".0f")} % | {_f(s["bytes_up_per_frame"], ",.0f")} | '
             f'{_f(s["bytes_down_per_frame"], ",.0f")} | {_f(s["latency_p50_ms"], ".0f")} | '
             f'{_f(s["latency_p95_ms"], ".0f")} | {_f(s["latency_mean_ms"], ".0f")} |')
@@ -97,6 +106,7 @@ def table(rows: dict[str, dict]) -> str:
                f'{s.get("edge_weight_bytes_in", 0) / 1e6:.2f} MB accepted'
                for name, s in rows.items()
                if s.get('weight_pushes') or s.get('edge_updates_accepted')]
+    lines += ['', notes]
     if weights:
         lines += ['', 'Weight pushes (downlink, not in "down B/frame"): ' + '; '.join(weights)]
     return '\n'.join(lines)
