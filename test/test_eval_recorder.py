@@ -134,7 +134,8 @@ def test_recorder_node_counts_and_scores(procs, rosnode, tmp_path):
     assert s['miou_dusk'] == pytest.approx(100)
     rows = {'laecips': report.average([s]), 'random': report.average([s, s])}
     md = report.table(rows)
-    assert '| laecips |' in md and 'random (×2)' in md and '1 pushes (1 accepted)' in md
+    assert '| laecips |' in md and 'random (×2)' in md
+    assert '1 pushes reported by the trainer (1 accepted)' in md
     files = report.plots({'laecips': run}, tmp_path / 'plots')
     assert all(f.stat().st_size > 1000 for f in files)
     png = report.overlay(np.zeros((4, 6, 3), np.uint8), masks['edge_0'], masks['final_0'],
