@@ -120,3 +120,20 @@ def test_logistic_estimator_and_disagreement():
     a = np.array([[0, 1], [2, 11]], np.uint8)
     b = np.array([[0, 2], [2, 11]], np.uint8)
     assert pf.disagreement(a, b) == pytest.approx(1 / 3)
+
+
+def test_budget_is_a_rate_over_the_recent_stream():
+    # 400 easy day frames, then 60 hard dusk frames: the budget applies to what comes next.
+    day_f, day_d = _stream(n=400, seed=6, level=0.3)
+    dusk_f, dusk_d = _stream(n=60, seed=7)
+    dusk_f[:, 0] *= 0.6  # less confident at dusk
+    feats, dis = np.vstack([day_f, dusk_f]), np.concatenate([day_d, dusk_d + 0.2])
+    seqs = np.arange(len(dis))
+    recent = pf.recent_mask(seqs, 60)
+    assert recent.sum() == 60 and recent[-60:].all()
+    over_history = pf.fit_learned(feats, dis, 0.3, explore=0.0, min_disagreement=0.0)
+    over_recent = pf.fit_learned(feats, dis, 0.3, explore=0.0, min_disagreement=0.0,
+                                 recent=recent)
+    assert _uploads(over_history.policy, dusk_f).mean() > 0.9  # would send nearly every frame
+    assert _uploads(over_recent.policy, dusk_f).mean() == pytest.approx(0.3, abs=0.04)
+    assert pf.recent_mask(np.array([5, 1000]), 10, min_frames=2).all()

@@ -38,7 +38,7 @@ import torch
 
 from laecips_cloud import labellers
 from laecips_cloud import policy_fit as pf
-from laecips_cloud.distill import DistillConfig, Distiller
+from laecips_cloud.distill import DistillConfig, Distiller, resize_label
 from laecips_edge import camvid as cv
 from laecips_edge import engine, weights
 from laecips_edge.policy import Policy
@@ -129,8 +129,11 @@ def online(dist: Distiller, stream: list[tuple[str, np.ndarray]], lab: labellers
             if cand is not None:
                 dist.commit(cand)
                 seg.swap(cand.state, cand.version)
-                policy = fit_policy(dist, args).policy
-                info['policy'] = policy.to_dict()
+                try:
+                    policy = fit_policy(dist, args).policy
+                    info['policy'] = policy.to_dict()
+                except ValueError as e:  # too few frames yet: keep the policy
+                    info['policy'] = f'kept: {e}'
             info['frame'] = i
             rounds.append(info)
             log(json.dumps(info))
@@ -142,12 +145,13 @@ def fit_policy(dist: Distiller, args) -> pf.Fit:
     pairs = dist.scored_pairs()
     model = dist.build(dist.active)
     preds, feats = dist.predict(model, [p.rgb for p in pairs])
-    from laecips_cloud.distill import resize_label
     dis = np.array([pf.disagreement(e, resize_label(p.label, dist.size), dist.void)
                     for e, p in zip(preds, pairs)])
     w = np.array([1 / max(p.propensity, 1e-3) for p in pairs])
+    recent = pf.recent_mask([p.seq for p in pairs], args.policy_window)
     return pf.fit_learned(feats, dis, args.target_upload_ratio, weights=w,
-                          min_disagreement=args.min_disagreement, explore=args.explore)
+                          min_disagreement=args.min_disagreement, explore=args.explore,
+                          recent=recent)
 
 
 def windows(events: list[dict], size: int) -> list[dict]:
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--target-upload-ratio', type=float, default=0.3)
     ap.add_argument('--min-disagreement', type=float, default=0.1)
     ap.add_argument('--explore', type=float, default=0.05)
+    ap.add_argument('--policy-window', type=int, default=60,
+                    help='camera frames whose labelled ones set the budget threshold')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
     ap.add_argument('--no-class-balance', action='store_true')

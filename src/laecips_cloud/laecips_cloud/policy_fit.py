@@ -79,6 +79,22 @@ def propensity(policy: Policy, features: np.ndarray, explore: float | None = Non
     return rate if rate > 0 else 1.0
 
 
+def recent_mask(seqs: np.ndarray, window: int, min_frames: int = 8) -> np.ndarray:
+    """
+    Flag the frames within the newest ``window`` camera frames (by the robot's seq).
+
+    The seq counts every camera frame, uploaded or not, so the window is stream time; at
+    least the ``min_frames`` newest labelled frames are flagged when the window holds fewer.
+    """
+    s = np.asarray(seqs, np.int64).ravel()
+    if s.size == 0:
+        return np.zeros(0, bool)
+    mask = s > s.max() - int(window)
+    if mask.sum() < min_frames:
+        mask = s >= np.sort(s)[-min(min_frames, s.size)]
+    return mask
+
+
 def rule_share(target_upload_ratio: float, explore: float) -> float:
     """Return the fraction of frames the rule may select so rule + exploration = target."""
     if explore >= 1:
@@ -143,29 +159,39 @@ def _weighted_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float
     return beta
 
 
-def _clean(features: np.ndarray, dis: np.ndarray, weights: np.ndarray | None
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _clean(features: np.ndarray, dis: np.ndarray, weights: np.ndarray | None,
+           recent: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x = np.atleast_2d(np.asarray(features, np.float64))
     y = np.asarray(dis, np.float64).ravel()
     w = np.ones_like(y) if weights is None else np.asarray(weights, np.float64).ravel()
-    if len(x) != len(y) or len(w) != len(y):
-        raise ValueError(f'{len(x)} feature rows, {len(y)} disagreements, {len(w)} weights')
+    r = np.ones(len(y), bool) if recent is None else np.asarray(recent, bool).ravel()
+    if len(x) != len(y) or len(w) != len(y) or len(r) != len(y):
+        raise ValueError(f'{len(x)} feature rows, {len(y)} disagreements, {len(w)} weights, '
+                         f'{len(r)} recent flags')
     ok = np.isfinite(x).all(1) & np.isfinite(y) & np.isfinite(w) & (w > 0)
-    return x[ok], y[ok], w[ok]
+    r = r[ok]
+    if not r.any():  # nothing recent survived: the whole sample is the best estimate
+        r = np.ones_like(r)
+    return x[ok], y[ok], w[ok], r
 
 
 def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: float,
                 weights: np.ndarray | None = None, min_disagreement: float = 0.1,
                 explore: float = 0.05, logistic: bool = False, ridge: float = 1e-3,
-                min_frames: int = 8) -> Fit:
+                min_frames: int = 8, recent: np.ndarray | None = None) -> Fit:
     """
     Fit rule ``learned``: predicted disagreement = w . features + b (sigmoid if logistic).
 
     ``weights`` are per-frame sample weights, normally 1 / propensity. The threshold is the
     larger of the budget quantile of the predicted disagreement and ``min_disagreement``.
+    ``recent`` (a boolean mask) restricts the budget quantile to the frames that stand for
+    the near future, e.g. the newest ones: the estimator learns from all frames, but the
+    budget is a rate over the stream to come, not over the history (after day -> dusk a
+    quantile over mostly-day history would let every dusk frame through).
     Raises ValueError with fewer than ``min_frames`` usable frames.
     """
-    x, y, w = _clean(features, dis, weights)
+    x, y, w, recent = _clean(features, dis, weights, recent)
     if len(y) < min_frames:
         raise ValueError(f'policy fit needs >= {min_frames} labelled frames, got {len(y)}')
     y = np.clip(y, 0.0, 1.0)
@@ -177,12 +203,12 @@ def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: floa
     probe = Policy('learned', {**params, 'threshold': 0.0})
     pred = np.array([probe.score(f) for f in x])
     share = rule_share(target_upload_ratio, explore)
-    t_budget = top_threshold(pred, share, w)
+    t_budget = top_threshold(pred[recent], share, w[recent])
     threshold = max(t_budget, float(min_disagreement))
     params.update(threshold=threshold, target_upload_ratio=float(target_upload_ratio),
                   explore=float(explore), min_disagreement=float(min_disagreement))
     sel = pred > threshold
-    ratio = _ratio(sel, w, explore)
+    ratio = _ratio(sel[recent], w[recent], explore)
     resid = y - pred
     info = {'frames': int(len(y)), 'rule_share': share, 'budget_threshold': t_budget,
             'weighted_mae': float(np.average(np.abs(resid), weights=w)),
@@ -193,22 +219,25 @@ def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: floa
 
 def fit_conf_ratio(conf_ratio: np.ndarray, dis: np.ndarray, target_upload_ratio: float,
                    weights: np.ndarray | None = None, min_disagreement: float = 0.1,
-                   explore: float = 0.05, p: float = 0.9, min_frames: int = 8) -> Fit:
+                   explore: float = 0.05, p: float = 0.9, min_frames: int = 8,
+                   recent: np.ndarray | None = None) -> Fit:
     """
     Fit only the threshold of the reference rule ``fixed``: upload when conf_ratio <= easy.
 
     ``easy`` selects the lowest-confidence frames within the budget, and no frame whose
     disagreement, predicted by a straight line in conf_ratio, is below ``min_disagreement``.
+    ``recent``: as in :func:`fit_learned`.
     """
-    x, y, w = _clean(np.asarray(conf_ratio, np.float64).reshape(-1, 1), dis, weights)
+    x, y, w, recent = _clean(np.asarray(conf_ratio, np.float64).reshape(-1, 1), dis, weights,
+                             recent)
     if len(y) < min_frames:
         raise ValueError(f'policy fit needs >= {min_frames} labelled frames, got {len(y)}')
     c = x[:, 0]
     slope, icpt = _weighted_lstsq(c[:, None], np.clip(y, 0, 1), w, 1e-6)
     share = rule_share(target_upload_ratio, explore)
     # Upload when -conf > -easy_budget, i.e. conf < easy_budget (ties never split).
-    t = top_threshold(-c, share, w)
-    easy_budget = -t if np.any(-c > t) else float(c.min()) - 1e-6
+    t = top_threshold(-c[recent], share, w[recent])
+    easy_budget = -t if np.any(-c[recent] > t) else float(c[recent].min()) - 1e-6
     # The conf_ratio above which the line predicts less than min_disagreement.
     if slope < 0:
         easy_floor = (min_disagreement - icpt) / slope
@@ -216,7 +245,7 @@ def fit_conf_ratio(conf_ratio: np.ndarray, dis: np.ndarray, target_upload_ratio:
         easy_floor = math.inf if icpt >= min_disagreement else -math.inf
     easy = float(np.clip(min(easy_budget, easy_floor), -1e-6, 1.0))
     sel = c <= easy
-    ratio = _ratio(sel, w, explore)
+    ratio = _ratio(sel[recent], w[recent], explore)
     params = {'p': float(p), 'easy': easy, 'target_upload_ratio': float(target_upload_ratio),
               'explore': float(explore), 'min_disagreement': float(min_disagreement)}
     info = {'frames': int(len(y)), 'rule_share': share, 'budget_easy': easy_budget,

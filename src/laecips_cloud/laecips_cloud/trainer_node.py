@@ -112,6 +112,8 @@ class TrainerNode(Node):
         'target_upload_ratio': (0.3, 'bandwidth budget: fraction of frames to upload'),
         'min_disagreement': (0.1, 'never upload frames predicted to disagree less than this'),
         'explore': (0.05, 'fraction of rule-easy frames uploaded anyway (unbiased samples)'),
+        'policy_window': (60, 'camera frames (by seq) whose labelled ones set the budget '
+                               'threshold: the budget is a rate over the near future'),
         'policy_min_pairs': (8, 'pairs between two policy-only pushes (push_mode policy)'),
         'initial_policy_rule': ('fixed', 'the policy edges start with (for upload weights)'),
         'initial_policy_params': ('', 'its parameters: JSON or k=v,k=v'),
@@ -263,8 +265,9 @@ class TrainerNode(Node):
             dis = np.array([pf.disagreement(e, resize_label(q.label, d.size), d.void)
                             for e, q in zip(preds, pairs)])
             w = np.array([1.0 / max(q.propensity, 1e-3) for q in pairs])
+            recent = pf.recent_mask([q.seq for q in pairs], self.p['policy_window'])
             args = dict(weights=w, min_disagreement=self.p['min_disagreement'],
-                        explore=self.p['explore'])
+                        explore=self.p['explore'], recent=recent)
             if self.p['policy_rule'] == 'fixed':
                 fit = pf.fit_conf_ratio(feats[:, 0], dis, self.p['target_upload_ratio'], **args)
             else:
