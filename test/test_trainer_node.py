@@ -172,7 +172,8 @@ def test_three_processes_push_swaps_the_edge_model_without_losing_frames(
         s = stats[-1] if stats else None
         return (s is not None and s.frames_in == published
                 and s.masks_out + s.skipped + s.rejected == published
-                and s.model_version == push.version and s)
+                # >=: with the gate always open a second push may land meanwhile.
+                and s.model_version >= push.version and s)
 
     s = wait_until(settled, 60, f'the edge to account for {published} frames on the new model')
     assert s.rejected == 0 and s.updates_accepted >= 1
