@@ -193,7 +193,7 @@ def run_system(sys_: systems.System, args, runner: Runner, bag: Path, n_frames: 
             '-p', f'start_delay:={args.start_delay}', '-p', 'depth:=20'])
         print(f'[evaluate] {sys_.label}: replaying {n_frames} frames', flush=True)
         _wait(lambda: replay.poll() is not None, args.system_timeout,
-              f'{sys_.label}: the replay', runner, live)
+              f'{sys_.label}: the replay', runner, live[:-1])  # the recorder may finish first
         if replay.returncode != 0:
             raise RuntimeError(f'replay failed:\n{runner.log(f"{tag}.replay")[-3000:]}')
         _wait(lambda: rec.poll() is not None, args.system_timeout,
