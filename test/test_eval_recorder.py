@@ -84,7 +84,7 @@ def _image(stamp_ns, arr, encoding='mono8', frame_id=''):
 def test_recorder_node_counts_and_scores(procs, rosnode, tmp_path):
     from sensor_msgs.msg import Image
 
-    from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
+    from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame, WeightPush
     out = tmp_path / 'run.json'
     procs.node('rec', 'laecips_eval.recorder_node', params={
         'output': str(out), 'expect_frames': 3, 'keep_frames': [0, 2], 'deadline': 1.0,
@@ -93,7 +93,8 @@ def test_recorder_node_counts_and_scores(procs, rosnode, tmp_path):
     pub = {t: rosnode.node.create_publisher(c, t, qos) for t, c in (
         ('/camera/ground_truth', Image), ('/robot1/edge/mask', Image),
         ('/robot1/edge/mask_refined', Image), ('/laecips/hard_frames', HardFrame),
-        ('/laecips/cloud_labels', CloudLabel), ('/laecips/weight_pushes', WeightPush))}
+        ('/laecips/cloud_labels', CloudLabel), ('/laecips/weight_pushes', WeightPush),
+        ('/laecips/stats', EdgeStats))}
     for p in pub.values():
         rosnode.wait_for_subscribers(p)
     wait_until(lambda: 'ready' in procs.log('rec'), 30, 'the recorder to be ready')
@@ -116,6 +117,10 @@ def test_recorder_node_counts_and_scores(procs, rosnode, tmp_path):
     pub['/robot1/edge/mask_refined'].publish(_image(stamps[0], gt))
     pub['/laecips/cloud_labels'].publish(lab)
     pub['/robot1/edge/mask'].publish(_image(stamps[2], gt))
+    assert procs.items[0][1].poll() is None  # the edge has not accounted for its frames yet
+    # The edge's counters: 3 frames, 2 masks, 1 skipped, 1 upload (all seen): now it is done.
+    pub['/laecips/stats'].publish(EdgeStats(robot_id='robot1', frames_in=3, masks_out=2,
+                                            skipped=1, uploaded=1))
     wait_until(lambda: procs.items[0][1].poll() is not None, 30, 'the recorder to finish')
     assert procs.items[0][1].returncode == 0, procs.log('rec')
     run = json.loads(out.read_text())

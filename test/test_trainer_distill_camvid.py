@@ -21,7 +21,7 @@ from laecips_cloud import labellers
 from laecips_cloud.distill import DistillConfig, Distiller
 from laecips_edge import camvid as cv
 from laecips_edge import engine, weights
-from laecips_eval.metrics import confusion, miou
+from laecips_edge.metrics import confusion, miou
 
 FACTORY = Path(__file__).resolve().parents[1] / 'src/laecips_edge/weights/factory.safetensors'
 

@@ -26,6 +26,7 @@ PASSTHROUGH = {
     'bench-edge': ('laecips_edge.bench', 'edge model and node benchmark (JSON)'),
     'bench-cloud': ('laecips_cloud.bench', 'labeller benchmark (JSON)'),
     'sam-download': ('laecips_cloud.sam_download', 'download an official SAM checkpoint'),
+    'soak': ('laecips_bringup.soak', 'many robots for minutes: memory and accounting (JSON)'),
 }
 
 

@@ -41,8 +41,8 @@ from laecips_cloud import policy_fit as pf
 from laecips_cloud.distill import DistillConfig, Distiller, resize_label
 from laecips_edge import camvid as cv
 from laecips_edge import engine, weights
+from laecips_edge.metrics import confusion, miou
 from laecips_edge.policy import Policy
-from laecips_eval.metrics import confusion, miou
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / 'laecips_edge' / 'weights' \
     / 'factory.safetensors'

@@ -146,7 +146,7 @@ def gpu_section(weights: str, checkpoint: str, repeats: int) -> dict:
 
 
 def miou_section(weights: str) -> dict:
-    from laecips_eval.metrics import class_iou, confusion, miou
+    from laecips_edge.metrics import class_iou, confusion, miou
     root = cv.find_root()
     if root is None:
         return {'skipped': 'CamVid not found'}

@@ -35,7 +35,7 @@ from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
 from laecips_edge import hardness, models, weights
-from laecips_eval.metrics import confusion, miou, pixel_accuracy
+from laecips_edge.metrics import confusion, miou, pixel_accuracy
 
 _log = logging.getLogger(__name__)
 # Label values never trained on: the class map's void and the PNG "no label" value.

@@ -125,8 +125,8 @@ class EdgeNode(Node):
         self.wake = threading.Condition(self.lock)
         self.pending = None  # (msg, seq)
         self.c = dict.fromkeys(['frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded',
-                                'bytes_up', 'labels_in', 'bytes_down', 'labels_rejected',
-                                'updates_accepted', 'updates_rejected',
+                                'bytes_up', 'no_cloud', 'labels_in', 'bytes_down',
+                                'labels_rejected', 'updates_accepted', 'updates_rejected',
                                 'weight_bytes_in'], 0)
         self.latencies: deque[float] = deque(maxlen=10000)
         self.period_masks, self.period_start = 0, time.monotonic()
@@ -234,10 +234,6 @@ class EdgeNode(Node):
         now = self.get_clock().now()
         stamp = msg.header.stamp
         latency = (now.nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
-        with self.lock:
-            self.c['masks_out'] += 1
-            self.period_masks += 1
-            self.latencies.append(latency)
         cm = self.segmenter.class_map
         if self.pub_color.get_subscription_count():
             self.pub_color.publish(codecs.array_to_image(engine.colorize(res.mask, cm), Image,
@@ -246,7 +242,17 @@ class EdgeNode(Node):
             self.pub_overlay.publish(codecs.array_to_image(engine.overlay(rgb, res.mask, cm),
                                                            Image, 'rgb8', msg.header))
         if self.policy.decide(res.features, self.rng):
-            self._upload(msg, rgb, res, seq)
+            if self.pub_hard.get_subscription_count():
+                self._upload(msg, rgb, res, seq)
+            else:  # nobody would receive it: skip the JPEG encoding, count it
+                with self.lock:
+                    self.c['no_cloud'] += 1
+        # Counted once the frame is fully handled (upload included), so a stats message with
+        # frames_in == masks_out + skipped + rejected also covers every upload it implies.
+        with self.lock:
+            self.c['masks_out'] += 1
+            self.period_masks += 1
+            self.latencies.append(latency)
 
     def _upload(self, msg, rgb: np.ndarray, res: engine.Result, seq: int) -> None:
         hf = HardFrame(header=msg.header, robot_id=self.robot_id, seq=seq,
@@ -344,7 +350,7 @@ class EdgeNode(Node):
         if lat is not None:
             msg.latency_p50_ms, msg.latency_p95_ms = (float(v) for v in
                                                       np.percentile(lat, [50, 95]))
-        msg.upload_ratio = c['uploaded'] / c['masks_out'] if c['masks_out'] else 0.0
+        msg.upload_ratio = min(1.0, c['uploaded'] / c['masks_out']) if c['masks_out'] else 0.0
         msg.model_version = self.segmenter.version
         keys, values = self.policy.to_lists()
         msg.policy = PolicyMsg(rule=self.policy.rule, keys=keys, values=values)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch idiom)
 
 from laecips_edge import camvid as cv
-from laecips_edge import models, weights
+from laecips_edge import metrics, models, weights
 from laecips_edge.classes import CAMVID
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / 'weights' / 'factory.safetensors'
@@ -38,30 +38,6 @@ def _load(frames: list[cv.Frame]) -> tuple[torch.Tensor, torch.Tensor]:
     imgs = torch.from_numpy(np.stack([f.rgb() for f in frames])).permute(0, 3, 1, 2)
     gts = torch.from_numpy(np.stack([f.gt() for f in frames]))
     return imgs.contiguous(), gts.contiguous()
-
-
-def _confusion(pred: np.ndarray, gt: np.ndarray, n: int = 11, void: int = 11) -> np.ndarray:
-    try:  # the project's metrics module, when present (laecips_eval)
-        from laecips_eval.metrics import confusion
-        return confusion(pred, gt, num_classes=n, void=void)
-    except ImportError:
-        keep = gt != void
-        return np.bincount(gt[keep].astype(np.int64) * n + pred[keep], minlength=n * n
-                           ).reshape(n, n)
-
-
-def _iou(conf: np.ndarray) -> np.ndarray:
-    inter = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-
-
-def _miou(conf: np.ndarray) -> float:
-    try:
-        from laecips_eval.metrics import miou
-        return float(miou(conf))
-    except ImportError:
-        return float(np.nanmean(_iou(conf)))
 
 
 def _batch(imgs, gts, idx, rng, size, mean, std):
@@ -102,9 +78,9 @@ def evaluate(model: torch.nn.Module, frames: list[cv.Frame], meta: weights.Weigh
                               align_corners=False, antialias=True)
             logits = models.upsample(model((x - mean) / std), tuple(gts.shape[-2:]))
             pred = logits.argmax(1).to(torch.uint8).numpy()
-            conf += _confusion(pred, gts.numpy(), n, meta.class_map.void)
-    iou = _iou(conf)
-    return {'miou': round(100 * _miou(conf), 2), 'frames': len(frames),
+            conf += metrics.confusion(pred, gts.numpy(), n, meta.class_map.void)
+    iou = metrics.class_iou(conf)
+    return {'miou': round(100 * metrics.miou(conf), 2), 'frames': len(frames),
             'iou': {c: (None if math.isnan(v) else round(100 * v, 2))
                     for c, v in zip(meta.class_map.names, iou)}}
 

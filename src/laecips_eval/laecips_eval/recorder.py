@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from laecips_eval import metrics
+from laecips_edge import metrics
 
 
 @dataclass

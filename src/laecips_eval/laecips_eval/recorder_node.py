@@ -9,11 +9,12 @@ counted from the raw CDR bytes), ``/laecips/weight_pushes`` and ``/laecips/stats
 ``ready`` once the publishers, subscribers and nodes named in ``require_publishers``,
 ``require_subscribers`` and ``require_nodes`` exist (for topics it subscribes itself: once
 its subscription has matched a publisher), so the replay can start. Finishes when
-``expect_frames`` ground truths are in, the last frame has a mask, every upload a label and
-every label a refined mask (or nothing new came for ``idle_timeout`` s after the last
-ground truth, or ``max_time`` passed), then scores the run (:mod:`laecips_eval.recorder`)
-and writes ``output`` (JSON) and, for the frames in ``keep_frames``, ``output`` with suffix
-``.npz`` (edge and final masks).
+``expect_frames`` ground truths are in, the last frame has a mask, every upload a label,
+every label a refined mask, and the edge's stats account for every frame and upload (or
+nothing new came for ``idle_timeout`` s after the last ground truth, or ``max_time``
+passed), then scores the run (:mod:`laecips_eval.recorder`) and writes ``output`` (JSON)
+and, for the frames in ``keep_frames``, ``output`` with suffix ``.npz`` (edge and final
+masks).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class RecorderNode(Node):
         with self.lock:
             self.rec.stats = {k: getattr(msg, k) for k in (
                 'frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded', 'bytes_up',
-                'labels_in', 'bytes_down', 'updates_accepted', 'updates_rejected',
+                'no_cloud', 'labels_in', 'bytes_down', 'updates_accepted', 'updates_rejected',
                 'weight_bytes_in', 'model_version', 'upload_ratio')}
 
     # ---- progress ----------------------------------------------------------------------
@@ -196,10 +197,17 @@ class RecorderNode(Node):
             n = len(self.rec.gts)
             complete = (n >= self.expect > 0 and self.rec.last_frame_done()
                         and self.rec.pending_labels() == 0
-                        and self.rec.pending_refined() == 0)
+                        and self.rec.pending_refined() == 0 and self._edge_settled(n))
         idle = n >= 1 and now - self.last_event > self.idle_timeout
         if complete or idle or now - self.started > self.max_time:
             self.done.set()
+
+    def _edge_settled(self, n: int) -> bool:
+        # The last mask can arrive before the last frame's upload: wait until the edge's
+        # own counters say every frame is handled and every upload it made was seen here.
+        s = self.rec.stats
+        return bool(s) and s['frames_in'] >= n and len(self.rec.hard) >= s['uploaded'] and (
+            s['frames_in'] == s['masks_out'] + s['skipped'] + s['rejected'])
 
     def write(self) -> dict:
         """Score the run and write the output files; return the summary written."""

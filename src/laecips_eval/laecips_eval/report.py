@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from laecips_eval import metrics
+from laecips_edge import metrics
 
 SUBSETS = ('all', 'day', 'dusk', 'dusk_adapt')
 STYLES = ('-', '--', '-.', ':')

@@ -1,0 +1,253 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+Soak benchmark: many robots into one cloud bridge and trainer for minutes; prints JSON.
+
+Starts ``laecips up all`` for ``--robots`` robots (one process per node, real DDS on this
+machine only), publishes CamVid frames (noise without CamVid) on every robot's camera topic
+at ``--rate`` Hz from this process, and samples every node's resident memory from /proc.
+At the end it stops the cameras, waits until the edges' counters settle, and reports:
+
+- per process: RSS over time and its growth after warm-up (median of the first minute
+  after ``--warmup`` against the median of the last minute; goal < 5 %);
+- per robot: frames published against frames_in = masks_out + skipped + rejected, with the
+  uploads, ``no_cloud`` and labels; the bridge's drops; the trainer's weight pushes.
+
+Example: ``./laecips soak --robots 4 --rate 10 --minutes 10 --out reports/soak.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+def rss_kb(pid: int) -> int | None:
+    """Return the resident set size of ``pid`` in kB, None once it is gone."""
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def children(pid: int) -> dict[int, str]:
+    """Return the direct children of ``pid`` with their command lines."""
+    out = {}
+    for d in os.listdir('/proc'):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f'/proc/{d}/stat') as f:
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            if ppid == pid:
+                with open(f'/proc/{d}/cmdline', 'rb') as f:
+                    out[int(d)] = f.read().replace(b'\0', b' ').decode(errors='replace')
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def label(cmdline: str) -> str:
+    """Name a node process by its executable and namespace."""
+    exe = Path(cmdline.split()[1] if cmdline.startswith(sys.executable) else
+               cmdline.split()[0]).name
+    ns = next((a.split(':=', 1)[1] for a in cmdline.split() if a.startswith('__ns:=')), '')
+    return f'{ns.strip("/")}/{exe}' if ns else exe
+
+
+def growth(series: list[tuple[float, int]], warmup_s: float, window_s: float = 60.0) -> dict:
+    """Return RSS (MB) at the start and end of the run after warm-up, and the growth in %."""
+    after = [(t, kb) for t, kb in series if t >= warmup_s]
+    if len(after) < 2:
+        return {'start_mb': None, 'end_mb': None, 'growth_pct': None}
+    t0, t1 = after[0][0], after[-1][0]
+    first = [kb for t, kb in after if t <= t0 + window_s]
+    last = [kb for t, kb in after if t >= t1 - window_s]
+    a, b = statistics.median(first) / 1024, statistics.median(last) / 1024
+    return {'start_mb': round(a, 1), 'end_mb': round(b, 1),
+            'growth_pct': round(100 * (b - a) / a, 2)}
+
+
+def frames(camvid: str | None, n: int = 24) -> list[np.ndarray]:
+    """Return a few camera frames: CamVid dusk + day when found, else seeded noise."""
+    from laecips_edge import camvid as cv
+    root = cv.find_root(camvid)
+    if root is None:
+        rng = np.random.default_rng(0)
+        return [rng.integers(0, 256, (360, 480, 3), dtype=np.uint8) for _ in range(n)]
+    got = cv.frames(root, 'test', (cv.DAY_TEST, cv.DUSK))
+    step = max(1, len(got) // n)
+    return [f.rgb() for f in got[::step][:n]]
+
+
+class Cameras:
+    """Publish frames on every robot's camera topic and record what the system reports."""
+
+    def __init__(self, robots: list[str], images: list[np.ndarray]):
+        import rclpy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from laecips_edge import codecs
+        from laecips_msgs.msg import CloudStats, EdgeStats, WeightPush
+        rclpy.init()
+        self.node = rclpy.create_node('soak_cameras')
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = {r: self.node.create_publisher(Image, f'/{r}/camera/image_raw', qos)
+                     for r in robots}
+        self.msgs = [codecs.array_to_image(im, Image, 'rgb8') for im in images]
+        self.sent = dict.fromkeys(robots, 0)
+        self.edge: dict[str, object] = {}
+        self.cloud = None
+        self.pushes: list[tuple[str, int, bool]] = []
+        self.lock = threading.Lock()
+        sub = self.node.create_subscription
+        sub(EdgeStats, '/laecips/stats', self._on_edge, qos)
+        sub(CloudStats, '/laecips/stats_cloud', lambda m: setattr(self, 'cloud', m), qos)
+        sub(WeightPush, '/laecips/weight_pushes', lambda m: self.pushes.append(
+            (m.robot_id, m.version, m.accepted)), qos)
+        self.executor = rclpy.executors.SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+
+    def _on_edge(self, m) -> None:
+        with self.lock:
+            self.edge[m.robot_id] = m
+
+    def ready(self) -> bool:
+        return all(p.get_subscription_count() > 0 for p in self.pubs.values())
+
+    def publish(self, i: int) -> None:
+        msg = self.msgs[i % len(self.msgs)]
+        for r, pub in self.pubs.items():
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+            msg.header.frame_id = f'{r}_camera'
+            pub.publish(msg)
+            self.sent[r] += 1
+
+    def settled(self) -> bool:
+        with self.lock:
+            return all(r in self.edge and self.edge[r].frames_in == n and n == (
+                self.edge[r].masks_out + self.edge[r].skipped + self.edge[r].rejected)
+                for r, n in self.sent.items())
+
+    def close(self) -> None:
+        import rclpy
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def run(args: argparse.Namespace) -> dict:
+    robots = [f'robot{i + 1}' for i in range(args.robots)]
+    argv = [sys.executable, '-m', 'laecips_bringup.cli', 'up', 'all',
+            '--camera-topic', '/{robot_id}/camera/image_raw',
+            '--set', 'edge.image_qos=reliable', '--set', 'edge.stats_period=1.0']
+    for r in robots:
+        argv += ['--robot-id', r]
+    for s in args.set:
+        argv += ['--set', s]
+    log = open(args.log, 'w') if args.log else subprocess.DEVNULL
+    up = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                          stdin=subprocess.DEVNULL)
+    cams = Cameras(robots, frames(args.camvid))
+    series: dict[str, list[tuple[float, int]]] = {}
+    out: dict = {'robots': args.robots, 'rate_hz': args.rate, 'minutes': args.minutes,
+                 'warmup_minutes': args.warmup}
+    try:
+        t_wait = time.monotonic() + 300
+        while not cams.ready():
+            if up.poll() is not None or time.monotonic() > t_wait:
+                raise RuntimeError('the system did not come up (see --log)')
+            time.sleep(0.2)
+        pids = {label(c): p for p, c in children(up.pid).items()}
+        pids['soak_cameras'] = os.getpid()
+        t0 = time.monotonic()
+        next_sample, i = t0, 0
+        while (now := time.monotonic()) < t0 + args.minutes * 60:
+            if up.poll() is not None:
+                raise RuntimeError(f'laecips up exited with {up.returncode} (see --log)')
+            cams.publish(i)
+            i += 1
+            if now >= next_sample:
+                for name, pid in pids.items():
+                    kb = rss_kb(pid)
+                    if kb is not None:
+                        series.setdefault(name, []).append((round(now - t0, 1), kb))
+                next_sample += args.sample
+            time.sleep(max(0.0, t0 + i / args.rate - time.monotonic()))
+        out['published_per_robot'] = i
+        t_end = time.monotonic() + 120
+        while not cams.settled() and time.monotonic() < t_end:
+            time.sleep(0.5)
+        out['settled'] = cams.settled()
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGINT)
+            try:
+                up.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+        cams.close()
+    warm = args.warmup * 60
+    out['processes'] = {n: {**growth(s, warm), 'rss_mb': [(t, round(kb / 1024, 1))
+                                                           for t, kb in s]}
+                        for n, s in series.items()}
+    out['max_growth_pct'] = max((p['growth_pct'] for p in out['processes'].values()
+                                 if p['growth_pct'] is not None), default=None)
+    keys = ('frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded', 'no_cloud',
+            'labels_in', 'updates_accepted', 'model_version')
+    out['edges'] = {r: {'published': cams.sent[r], **{k: int(getattr(m, k)) for k in keys},
+                        'accounted': cams.sent[r] == m.frames_in == m.masks_out + m.skipped
+                        + m.rejected} for r, m in sorted(cams.edge.items())}
+    c = cams.cloud
+    out['cloud'] = {k: int(getattr(c, k)) for k in ('frames_in', 'labels_out', 'dropped_queue',
+                                                   'rejected', 'queue_len')} if c else {}
+    out['weight_pushes'] = {r: sum(1 for rr, _, ok in cams.pushes if rr == r and ok)
+                            for r in robots}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog='laecips soak', description=__doc__.split('\n')[1])
+    p.add_argument('--robots', type=int, default=4)
+    p.add_argument('--rate', type=float, default=10.0, help='camera Hz per robot')
+    p.add_argument('--minutes', type=float, default=10.0)
+    p.add_argument('--warmup', type=float, default=2.0, help='minutes before growth counts')
+    p.add_argument('--sample', type=float, default=5.0, help='seconds between RSS samples')
+    p.add_argument('--camvid', default=None, help='CamVid folder (default: found like demo)')
+    p.add_argument('--set', action='append', default=[], metavar='NODE.KEY=VALUE',
+                   help='parameter override passed to laecips up')
+    p.add_argument('--log', default=None, help="file for the nodes' logs")
+    p.add_argument('--out', default=None, help='also write the JSON here')
+    args = p.parse_args(argv)
+    # A benchmark of this machine: keep its DDS traffic here unless told otherwise.
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    out = run(args)
+    text = json.dumps(out)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    summary = {k: v for k, v in out.items() if k != 'processes'}
+    summary['growth_pct'] = {n: p['growth_pct'] for n, p in out['processes'].items()}
+    print(json.dumps(summary, indent=1))
+    ok = out.get('settled') and all(e['accounted'] for e in out['edges'].values())
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
