@@ -217,6 +217,9 @@ def run(args: argparse.Namespace) -> dict:
     c = cams.cloud
     out['cloud'] = {k: int(getattr(c, k)) for k in ('frames_in', 'labels_out', 'dropped_queue',
                                                    'rejected', 'queue_len')} if c else {}
+    if c:  # what the bridge got and has not labelled, dropped or queued: its current batch
+        out['cloud']['in_batch'] = int(c.frames_in - c.labels_out - c.dropped_queue
+                                       - c.rejected - c.queue_len)
     out['weight_pushes'] = {r: sum(1 for rr, _, ok in cams.pushes if rr == r and ok)
                             for r in robots}
     return out
