@@ -1,14 +1,27 @@
 # Copyright 2026 LAECIPS-ROS developers
 # SPDX-License-Identifier: Apache-2.0
-"""The cloud bridge in its own process: two robots answered in full, bad payloads skipped."""
+"""
+The cloud bridge: two robots answered in full, bad payloads rejected, the decoder fuzzed.
 
+The node tests run the bridge in its own process; the fuzz test calls the function the
+bridge decodes hard frames with (``decode_hard_frame``) in-process, without ROS.
+"""
+
+import io
+import re
 import threading
 
 from conftest import wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import numpy as np
+from PIL import Image as PILImage
+import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage
 import torch
 
+from laecips_cloud.bridge_node import HardFrameError, check_robot_id, decode_hard_frame
 from laecips_edge import codecs
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
 
@@ -87,23 +100,40 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
         assert ids.shape == (H, W) and ids.max() < 11
         assert lab.queue_time >= 0.0 and lab.processing_time > 0.0
 
-    # A corrupt JPEG and an oversized payload are counted and skipped; the node lives on.
-    pub.publish(_frame('robot1', 100, b'\xff\xd8\xff\xe0' + b'not a jpeg' * 50))
-    pub.publish(_frame('robot2', 101, bytes(200_000)))
-    pub.publish(_frame('robot1', 102))
-    wait_until(lambda: any(m.seq == 102 for m in list(labels)), 30.0, 'the label after them')
+    # Bad payloads are each counted, skipped and logged on one line; the node lives on.
+    jpeg = bytes(_frame('robot1', 0).image.data)
+    bad = {100: _frame('robot1', 100, b'\xff\xd8\xff\xe0' + b'not a jpeg' * 50),
+           101: _frame('robot2', 101, bytes(200_000)),  # oversized
+           102: _frame('robot1', 102, jpeg[:len(jpeg) // 2]),  # truncated JPEG
+           103: _frame('robot1', 103),  # garbage edge label
+           104: _frame('robot1', 104),  # edge label of another size
+           105: _frame('robot 1\nrejected hard frame forged 1', 105),  # not a ROS name
+           106: _frame('robot1', 106, b'')}  # empty image
+    bad[103].edge_label.format, bad[103].edge_label.data = 'png', b'\x89PNG\r\n\x1a\n' * 9
+    codecs.encode_compressed(np.zeros((H // 2, W), np.uint8), bad[104].edge_label, 'png')
+    for m in bad.values():
+        pub.publish(m)
+    pub.publish(_frame('robot1', 107))
+    wait_until(lambda: any(m.seq == 107 for m in list(labels)), 30.0, 'the label after them')
 
     def settled():
         with lock:
             s = stats[-1] if stats else None
-        return s if s and s.frames_in == 15 and s.labels_out == 13 and s.rejected == 2 else None
+        return s if s and s.frames_in == 20 and s.labels_out == 13 and s.rejected == 7 else None
 
-    s = wait_until(settled, 30.0, 'stats: 15 in, 13 labelled, 2 rejected')
+    s = wait_until(settled, 30.0, 'stats: 20 in, 13 labelled, 7 rejected')
     assert s.dropped_queue == 0 and s.labeller == 'torchscript' and s.device == 'cpu'
     assert s.bytes_out > 0 and s.bytes_in > 200_000
-    assert not any(m.seq in (100, 101) for m in labels)
+    assert not any(m.seq in bad for m in labels)
     procs.assert_alive()
-    assert 'corrupt compressed image' in procs.log('bridge')
+    lines = [ln for ln in procs.log('bridge').splitlines() if 'rejected hard frame' in ln]
+    assert len(lines) == len(bad), lines  # one line each; the forged robot id made none
+    why = {int(re.search(r"'#(\d+) ", ln).group(1)): ln for ln in lines}
+    for seq, text in {100: 'corrupt compressed image', 101: 'payload of 200000 bytes',
+                      102: 'image: corrupt', 103: 'edge label: corrupt',
+                      104: 'edge label: size 96x36, expected 96x72', 105: 'bad robot id',
+                      106: 'empty image'}.items():
+        assert text in why[seq], (seq, why[seq])
 
 
 class _Gate:
@@ -150,3 +180,83 @@ def test_bridge_queue_drops_oldest():
         node.close()
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
+
+
+# --- fuzzing the hard frame decoder (in-process, no ROS) -----------------------------------
+
+def _encoded(shape: tuple, fmt: str) -> bytes:
+    rng = np.random.default_rng(shape[0])
+    arr = rng.integers(0, 11 if len(shape) == 2 else 256, shape, dtype=np.uint8)
+    return bytes(codecs.encode_compressed(arr, CompressedImage, fmt).data)
+
+
+def _png16() -> bytes:
+    buf = io.BytesIO()
+    PILImage.fromarray(np.zeros((24, 32), np.uint16)).save(buf, format='PNG')
+    return buf.getvalue()
+
+
+# Valid encodings the fuzzer starts from (and damages).
+JPEG, PNG_RGB = _encoded((24, 32, 3), 'jpeg'), _encoded((24, 32, 3), 'png')
+PNG_LABEL, PNG_LABEL_SMALL = _encoded((24, 32), 'png'), _encoded((12, 32), 'png')
+PNG_16BIT = _png16()
+
+
+@st.composite
+def _mutated(draw, seeds: tuple[bytes, ...]) -> bytes:
+    """Draw a valid encoding with some damage: cut, bytes overwritten, inserted or deleted."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(0, 4))):
+        op = draw(st.sampled_from(('cut', 'set', 'insert', 'delete')))
+        i = draw(st.integers(0, max(len(data) - 1, 0)))
+        if op == 'cut':
+            del data[i:]
+        elif op == 'set' and data:
+            data[i] = draw(st.integers(0, 255))
+        elif op == 'insert':
+            data[i:i] = draw(st.binary(min_size=1, max_size=16))
+        elif data:
+            del data[i:i + draw(st.integers(1, 64))]
+    return bytes(data)
+
+
+_payload = st.one_of(st.binary(max_size=256), _mutated((JPEG, PNG_RGB, PNG_LABEL)),
+                     st.sampled_from((JPEG, PNG_RGB)))
+_edge_label = st.one_of(st.just(b''), st.binary(max_size=128),
+                        _mutated((PNG_LABEL, PNG_16BIT)),
+                        st.sampled_from((PNG_LABEL, PNG_LABEL_SMALL, PNG_16BIT, JPEG)))
+_robot_id = st.one_of(st.sampled_from(('robot1', 'fleet/robot_2', '_r')),
+                      st.text(max_size=40))
+
+
+@settings(derandomize=True, deadline=None, database=None, max_examples=200,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(robot_id=_robot_id, image=_payload, edge=_edge_label,
+       fmt=st.sampled_from(('jpeg', 'png', '', 'tiff')),
+       limit=st.sampled_from((1 << 20, 500)))
+def test_decode_hard_frame_fuzz(robot_id, image, edge, fmt, limit):
+    msg = HardFrame(robot_id=robot_id, seq=1)
+    msg.image.format, msg.image.data = fmt, image
+    msg.edge_label.format, msg.edge_label.data = 'png', edge
+    try:
+        rgb, label = decode_hard_frame(msg, limit, max_pixels=1 << 16)
+    except HardFrameError:
+        return  # the module's own error: the bridge counts, logs and skips the frame
+    # Only a well-formed frame gets through, and it comes out as the labellers expect.
+    assert len(image) + len(edge) <= limit
+    check_robot_id(robot_id)
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+    assert label is None if not edge else (label.dtype == np.uint8
+                                           and label.shape == rgb.shape[:2])
+
+
+@pytest.mark.parametrize('robot_id', ['robot1', 'fleet/robot_2', '_x9', 'a' * 128])
+def test_robot_id_accepted(robot_id):
+    check_robot_id(robot_id)
+
+
+@pytest.mark.parametrize('robot_id', ['', 'robot 1', '1robot', '/robot1', 'robot1/', 'a//b',
+                                      'r\n', 'robot-1', 'rob\u00f6t', 'a' * 129, 'r\x00'])
+def test_robot_id_refused(robot_id):
+    with pytest.raises(HardFrameError, match='bad robot id'):
+        check_robot_id(robot_id)

@@ -7,9 +7,16 @@ Subscribes ``/laecips/hard_frames`` (HardFrame, reliable), queues the frames (bo
 oldest is dropped and counted when full), and a worker thread labels them in batches of up
 to ``max_batch`` frames, waiting at most ``max_wait_ms`` after the first frame of a batch
 arrived for more to join. Each answer goes to ``/laecips/cloud_labels`` (CloudLabel: PNG
-mono8 class ids with the frame's header, robot id and sequence number copied). A corrupt or
-oversized payload is logged, counted in ``rejected`` and skipped. ``/laecips/stats_cloud``
-carries CloudStats every ``stats_period`` seconds.
+mono8 class ids with the frame's header, robot id and sequence number copied).
+``/laecips/stats_cloud`` carries CloudStats every ``stats_period`` seconds.
+
+Hard frames come from robots, so they are untrusted: :func:`check_hard_frame` (on arrival:
+robot id, empty image, payload size) and :func:`decode_hard_frame` (on the worker: the JPEG
+or PNG frame and the optional PNG edge label, which must decode and match the frame's size)
+raise :class:`HardFrameError` for anything malformed. Such a frame is skipped, counted in
+``rejected`` and logged on one line (at most ``LOG_BURST`` lines at once and
+``LOG_RATE`` per second, so a flood cannot fill the log; the next line says how many were
+not logged).
 
 The trainer, beside the bridge in the cloud, receives (frame, label) pairs without a second
 upload: the bridge republishes each labelled frame on ``/laecips/cloud/frames`` and the
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+import re
 import threading
 import time
 
@@ -42,6 +50,14 @@ STATS = '/laecips/stats_cloud'
 # crosses its uplink once (to the bridge) instead of once per cloud subscriber.
 CLOUD_FRAMES = '/laecips/cloud/frames'
 
+# A robot id names the robot's namespace (the trainer calls /{robot_id}/edge/update_weights):
+# ROS name tokens (a letter or _ first) joined by '/', nothing else (no spaces, no newlines).
+ROBOT_ID = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*')
+MAX_ROBOT_ID = 128
+# Rejection log lines: a burst of this many, then this many per second.
+LOG_BURST, LOG_RATE = 20, 2.0
+MAX_PAYLOAD_BYTES = 16 << 20
+
 # name: (default, description)
 PARAMS = {
     'labeller': ('espnet_c', 'labeller name: espnet_c, sam_ssa, torchscript, onnx'),
@@ -59,11 +75,83 @@ PARAMS = {
     'max_batch': (4, 'most frames labelled in one batch'),
     'max_wait_ms': (20.0, 'longest wait for more frames after the first of a batch arrived'),
     'queue_size': (16, 'frames waiting to be labelled; the oldest is dropped when full'),
-    'max_payload_bytes': (16 << 20, 'hard frames with larger image + edge label are rejected'),
+    'max_payload_bytes': (MAX_PAYLOAD_BYTES, 'hard frames with a larger image + edge label are '
+                                             'rejected'),
     'qos_depth': (10, 'reliable QoS history depth of the hard frame and label topics'),
     'stats_period': (2.0, 'seconds between CloudStats messages'),
     'warmup': (True, 'label one dummy frame before the first real one'),
 }
+
+
+class HardFrameError(ValueError):
+    """A hard frame the bridge refuses: bad robot id, empty, oversized or corrupt payload."""
+
+
+def check_robot_id(robot_id: str) -> None:
+    """Raise HardFrameError unless ``robot_id`` can name a ROS namespace (see ROBOT_ID)."""
+    if not (len(robot_id) <= MAX_ROBOT_ID and ROBOT_ID.fullmatch(robot_id)):
+        raise HardFrameError(f'bad robot id {robot_id[:40]!r}: expected ROS name tokens '
+                             f'(letters, digits, _; not starting with a digit) joined by /, '
+                             f'at most {MAX_ROBOT_ID} characters')
+
+
+def payload_size(msg: HardFrame) -> int:
+    """Return the bytes of a hard frame's image and edge label."""
+    return len(msg.image.data) + len(msg.edge_label.data)
+
+
+def check_hard_frame(msg: HardFrame, max_payload_bytes: int) -> None:
+    """Cheap checks on arrival, before queueing (no decoding); raise HardFrameError."""
+    check_robot_id(msg.robot_id)
+    if not len(msg.image.data):
+        raise HardFrameError('empty image')
+    size = payload_size(msg)
+    if size > max_payload_bytes:
+        raise HardFrameError(f'payload of {size} bytes (limit {max_payload_bytes})')
+
+
+def decode_hard_frame(msg: HardFrame, max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+                      max_pixels: int = codecs.MAX_PIXELS
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """
+    Check and decode a hard frame: return (HxWx3 uint8 RGB, HxW uint8 edge label or None).
+
+    Raises HardFrameError (and nothing else) for a bad robot id, an empty, oversized or
+    corrupt image, or an edge label that is not an 8-bit PNG of the frame's size.
+    """
+    check_hard_frame(msg, max_payload_bytes)
+    try:
+        rgb = codecs.compressed_to_rgb(msg.image, max_pixels)
+    except codecs.CodecError as e:
+        raise HardFrameError(f'image: {e}') from e
+    edge = None
+    if len(msg.edge_label.data):
+        try:  # the size is checked from the PNG header, before decompressing
+            edge = codecs.compressed_to_label(msg.edge_label, rgb.shape[:2], max_pixels)
+        except codecs.CodecError as e:
+            raise HardFrameError(f'edge label: {e}') from e
+    return rgb, edge
+
+
+class _LogLimit:
+    """A token bucket for log lines: ``burst`` at once, then ``rate`` per second."""
+
+    def __init__(self, burst: int = LOG_BURST, rate: float = LOG_RATE):
+        self.burst, self.rate = float(burst), float(rate)
+        self.tokens, self.t = float(burst), time.monotonic()
+        self.suppressed = 0
+
+    def take(self) -> int | None:
+        """Return None when this line must be dropped, else how many were dropped before."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens < 1.0:
+            self.suppressed += 1
+            return None
+        self.tokens -= 1.0
+        n, self.suppressed = self.suppressed, 0
+        return n
 
 
 @dataclass
@@ -93,6 +181,7 @@ class BridgeNode(Node):
         self._queue: collections.deque[_Item] = collections.deque()
         self._stop = False
         self.counters = collections.Counter()
+        self._log_limit = _LogLimit()
         self._period = {'batches': 0, 'frames': 0, 'seconds': 0.0}
 
         qos = QoSProfile(depth=int(self.p['qos_depth']), reliability=ReliabilityPolicy.RELIABLE)
@@ -119,17 +208,27 @@ class BridgeNode(Node):
 
     # -- executor thread ---------------------------------------------------------------
 
+    def _reject(self, msg: HardFrame, why: HardFrameError) -> None:
+        # One line per rejected frame (the robot id quoted: it may be anything), rate-limited.
+        with self._lock:
+            self.counters['rejected'] += 1
+            total, dropped = self.counters['rejected'], self._log_limit.take()
+        if dropped is not None:
+            more = f'; {dropped} more not logged' if dropped else ''
+            self.get_logger().warning(
+                f'rejected hard frame {msg.robot_id[:40]!r}#{msg.seq} '
+                f'({payload_size(msg)} bytes): {why} [{total} rejected{more}]')
+
     def _on_frame(self, msg: HardFrame) -> None:
-        size = len(msg.image.data) + len(msg.edge_label.data)
         with self._lock:
             self.counters['frames_in'] += 1
-            self.counters['bytes_in'] += size
-            if size > self.p['max_payload_bytes'] or not len(msg.image.data):
-                self.counters['rejected'] += 1
-                self.get_logger().warning(
-                    f'rejected {msg.robot_id}#{msg.seq}: payload of {size} bytes (limit '
-                    f'{self.p["max_payload_bytes"]})', throttle_duration_sec=5.0)
-                return
+            self.counters['bytes_in'] += payload_size(msg)
+        try:
+            check_hard_frame(msg, int(self.p['max_payload_bytes']))
+        except HardFrameError as e:
+            self._reject(msg, e)
+            return
+        with self._lock:
             if len(self._queue) >= self.p['queue_size']:
                 old = self._queue.popleft()
                 self.counters['dropped_queue'] += 1
@@ -185,26 +284,11 @@ class BridgeNode(Node):
                 self._process(batch)
 
     def _decode(self, item: _Item) -> tuple[np.ndarray, np.ndarray | None] | None:
-        msg = item.msg
         try:
-            rgb = codecs.compressed_to_rgb(msg.image)
-        except codecs.CodecError as e:
-            with self._lock:
-                self.counters['rejected'] += 1
-            self.get_logger().warning(f'rejected {msg.robot_id}#{msg.seq}: {e}',
-                                      throttle_duration_sec=5.0)
+            return decode_hard_frame(item.msg, int(self.p['max_payload_bytes']))
+        except HardFrameError as e:
+            self._reject(item.msg, e)
             return None
-        edge = None
-        if len(msg.edge_label.data):
-            try:
-                edge = codecs.compressed_to_label(msg.edge_label)
-                if edge.shape != rgb.shape[:2]:
-                    raise codecs.CodecError(f'edge label {edge.shape} != frame {rgb.shape[:2]}')
-            except codecs.CodecError as e:  # the frame is fine: label it without the map
-                edge = None
-                self.get_logger().warning(f'{msg.robot_id}#{msg.seq}: edge label ignored: {e}',
-                                          throttle_duration_sec=5.0)
-        return rgb, edge
 
     def _process(self, batch: list[_Item]) -> None:
         t0 = time.monotonic()
