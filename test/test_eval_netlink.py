@@ -22,9 +22,19 @@ def test_parse_spec():
     assert (s.rate_bps, s.rtt_s, s.loss) == (20e6, pytest.approx(0.05), 0.01)
     assert netlink.parse_spec('0').rate_bps == 0 and netlink.parse_spec('1.5gbit,1s').rtt_s == 1
     assert str(s) == '20 Mbit/s, 50 ms RTT, 1 % loss'
-    for bad in ('fast', '20mbit,50parsecs', '20mbit,5ms,2', '1,2,3,4'):
+    for bad in ('fast', '20mbit,50parsecs', '20mbit,5ms,2', '1,2,3,4', '1,2ms,0,wobble=3ms',
+                '1,2ms,0,jitter=fast', '1,2ms,0,jitter=-1ms', '20mbit,5ms,200%'):
         with pytest.raises(ValueError):
             netlink.parse_spec(bad)
+
+
+def test_parse_spec_jitter_and_percent():
+    s = netlink.parse_spec('20mbit,100ms,5%,jitter=200ms')
+    assert (s.rate_bps, s.rtt_s, s.loss, s.jitter_s) == (
+        20e6, pytest.approx(0.1), pytest.approx(0.05), pytest.approx(0.2))
+    assert str(s) == '20 Mbit/s, 100 ms RTT, 5 % loss, 200 ms jitter'
+    assert netlink.parse_spec('0,jitter=1s').jitter_s == 1.0  # options anywhere after RATE
+    assert netlink.parse_spec('1mbit').jitter_s == 0.0
 
 
 def test_pipe_rate_delay_and_order():
@@ -49,6 +59,46 @@ def test_pipe_unlimited_loss_and_queue():
     assert q.counters['dropped_queue'] == 2
     with pytest.raises(ValueError):
         Pipe(loss=1.5)
+    with pytest.raises(ValueError):
+        Pipe(jitter_s=-0.1)
+
+
+def test_pipe_jitter_delays_uniformly_and_may_reorder():
+    n, delay, jitter = 4000, 0.1, 0.2
+    p = Pipe(delay_s=delay, jitter_s=jitter, seed=3)
+    for i in range(n):  # one frame every ms, no rate limit
+        assert p.offer(i.to_bytes(2, 'big'), i * 1e-3)
+    extra = sorted(t - delay - int.from_bytes(f, 'big') * 1e-3 for t, _, f in p.queue)
+    assert 0.0 <= extra[0] < 0.001 and 0.199 < extra[-1] < jitter  # uniform in [0, jitter)
+    assert abs(extra[n // 2] - jitter / 2) < 0.01
+    assert p.held['frames'] == n and p.held['peak_bytes'] == 2 * n
+    out = []
+    t = 0.0
+    while p.next_due() is not None:
+        t = p.next_due()
+        out += [int.from_bytes(f, 'big') for f in p.due(t)]
+    # Everything comes out, each frame once, in due-time order: not in arrival order.
+    assert sorted(out) == list(range(n)) and out != sorted(out)
+    assert t < (n - 1) * 1e-3 + delay + jitter
+    assert p.held['frames'] == p.held['bytes'] == 0 and p.counters['frames_out'] == n
+
+
+def test_pipe_without_jitter_keeps_order_and_holds_a_bounded_backlog():
+    # 8 kbit/s = 1000 B/s, 300 B queue, 0.5 s delay: the delay line holds <= 500 B more.
+    p = Pipe(rate_bps=8000, delay_s=0.5, queue_bytes=300, seed=1)
+    out = []
+    for i in range(200):  # 100 B every 50 ms: twice the rate, so the queue overflows
+        now = i * 0.05
+        p.offer(bytes([i]) * 100, now)
+        out += [f[0] for f in p.due(now)]
+        assert p.held['bytes'] <= 300 + 100 + 1000 * 0.5
+    assert out == sorted(out) and p.counters['dropped_queue'] > 50
+    assert p.held['peak_bytes'] <= 300 + 100 + 500
+    jittery = Pipe(rate_bps=8000, delay_s=0.5, jitter_s=0.2, queue_bytes=300, seed=1)
+    for i in range(200):
+        jittery.offer(bytes([i]) * 100, i * 0.05)
+        jittery.due(i * 0.05)
+        assert jittery.held['bytes'] <= 300 + 100 + 1000 * (0.5 + 0.2)
 
 
 def _namespaces() -> set:

@@ -10,9 +10,11 @@ Processes started with :meth:`Link.popen` run inside a namespace with a DDS setu
 crosses the link: ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET`` and a Fast DDS profile with the
 UDPv4 transport only (shared memory would bypass the wire), bound to the TAP's address.
 
-Link spec (``parse_spec``): ``'RATE,RTT,LOSS'``, e.g. ``'20mbit,50ms,0.0'``: rate in bit/s
-with k/m/g suffixes (``0`` = unlimited), RTT (each direction adds half) in s or ms, loss
-probability per Ethernet frame and direction.
+Link spec (``parse_spec``): ``'RATE,RTT,LOSS[,jitter=J]'``, e.g. ``'20mbit,50ms,0.0'`` or
+``'20mbit,100ms,5%,jitter=200ms'``: rate in bit/s with k/m/g suffixes (``0`` = unlimited),
+RTT (each direction adds half) in s or ms, loss probability (or percent) per Ethernet frame
+and direction; ``jitter``: each direction adds a uniform random delay in [0, J) per frame,
+so frames may be reordered (:mod:`laecips_eval.forwarder`).
 """
 
 from __future__ import annotations
@@ -52,38 +54,50 @@ PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
 
 @dataclass(frozen=True)
 class LinkSpec:
-    """Rate (bit/s, 0 = unlimited), round-trip delay (s) and per-frame loss probability."""
+    """
+    Rate (bit/s, 0 = unlimited), round-trip delay (s), per-frame loss probability, jitter.
+
+    ``jitter_s``: the largest extra one-way delay, drawn uniformly per frame and direction.
+    """
 
     rate_bps: float = 0.0
     rtt_s: float = 0.0
     loss: float = 0.0
+    jitter_s: float = 0.0
 
     def __str__(self) -> str:
         rate = f'{self.rate_bps / 1e6:g} Mbit/s' if self.rate_bps else 'unlimited'
-        return f'{rate}, {self.rtt_s * 1e3:g} ms RTT, {self.loss * 100:g} % loss'
+        jitter = f', {self.jitter_s * 1e3:g} ms jitter' if self.jitter_s else ''
+        return f'{rate}, {self.rtt_s * 1e3:g} ms RTT, {self.loss * 100:g} % loss{jitter}'
 
 
 def _number(text: str, units: dict[str, float], what: str) -> float:
-    m = re.fullmatch(r'\s*([0-9.]+(?:e-?[0-9]+)?)\s*([a-z/]*)\s*', text.lower())
+    m = re.fullmatch(r'\s*([0-9.]+(?:e-?[0-9]+)?)\s*([a-z/%]*)\s*', text.lower())
     if not m or m.group(2) not in units:
         raise ValueError(f'cannot read {what} {text!r} (units: {", ".join(units)})')
     return float(m.group(1)) * units[m.group(2)]
 
 
+TIME_UNITS = {'': 1, 's': 1, 'ms': 1e-3, 'us': 1e-6}
+
+
 def parse_spec(spec: str) -> LinkSpec:
-    """Parse ``'20mbit,50ms,0.0'`` (rate, RTT, loss; trailing parts optional)."""
+    """Parse ``'20mbit,50ms,0.01'`` (rate, RTT, loss; trailing parts optional) ``,jitter=J``."""
     parts = [p for p in spec.split(',')]
-    if not 1 <= len(parts) <= 3:
-        raise ValueError(f'link spec {spec!r}: expected RATE[,RTT[,LOSS]]')
+    options = dict(p.split('=', 1) for p in parts if '=' in p)
+    parts = [p for p in parts if '=' not in p]
+    usage = f'link spec {spec!r}: expected RATE[,RTT[,LOSS]][,jitter=J]'
+    if not 1 <= len(parts) <= 3 or set(options) - {'jitter'}:
+        raise ValueError(usage)
     rate = _number(parts[0], {'': 1, 'bit': 1, 'kbit': 1e3, 'mbit': 1e6, 'gbit': 1e9,
                               'k': 1e3, 'm': 1e6, 'g': 1e9, 'bps': 1, 'kbps': 1e3,
                               'mbps': 1e6}, 'rate')
-    rtt = _number(parts[1], {'': 1, 's': 1, 'ms': 1e-3, 'us': 1e-6}, 'RTT') \
-        if len(parts) > 1 else 0.0
-    loss = float(parts[2]) if len(parts) > 2 else 0.0
+    rtt = _number(parts[1], TIME_UNITS, 'RTT') if len(parts) > 1 else 0.0
+    loss = _number(parts[2], {'': 1, '%': 0.01}, 'loss') if len(parts) > 2 else 0.0
     if not 0.0 <= loss <= 1.0:
         raise ValueError(f'loss must be in [0, 1], not {loss}')
-    return LinkSpec(rate, rtt, loss)
+    jitter = _number(options['jitter'], TIME_UNITS, 'jitter') if 'jitter' in options else 0.0
+    return LinkSpec(rate, rtt, loss, jitter)
 
 
 def _ip(*args: str) -> None:
@@ -151,7 +165,8 @@ class Link:
         self.forwarder = subprocess.Popen(
             [sys.executable, '-m', 'laecips_eval.forwarder', '--tap-a', self.tap['edge'],
              '--tap-b', self.tap['cloud'], '--rate', str(self.spec.rate_bps),
-             '--delay', str(self.spec.rtt_s / 2), '--loss', str(self.spec.loss),
+             '--delay', str(self.spec.rtt_s / 2), '--jitter', str(self.spec.jitter_s),
+             '--loss', str(self.spec.loss),
              '--queue-bytes', str(self.queue_bytes), '--mtu', str(self.mtu),
              '--stats', str(self.dir / 'stats.json')],
             stdout=subprocess.PIPE, stderr=log, start_new_session=True,
@@ -200,7 +215,10 @@ class Link:
         env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'SUBNET'
         env.pop('ROS_LOCALHOST_ONLY', None)
         env.pop('ROS_STATIC_PEERS', None)
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(self.dir / f'fastdds_{role}.xml')
+        # Fast DDS 2.x (ROS 2 Jazzy) reads only FASTRTPS_DEFAULT_PROFILES_FILE, 3.x only
+        # FASTDDS_DEFAULT_PROFILES_FILE: set both, or the UDP-only profile is silently unused.
+        for var in ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE'):
+            env[var] = str(self.dir / f'fastdds_{role}.xml')
         env['RMW_IMPLEMENTATION'] = env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
         return env
 
@@ -222,6 +240,19 @@ class Link:
         try:
             raw = json.loads((self.dir / 'stats.json').read_text())
         except (OSError, ValueError, TypeError):
+            return {'edge_to_cloud': {}, 'cloud_to_edge': {}}
+        return {'edge_to_cloud': raw['a_to_b'], 'cloud_to_edge': raw['b_to_a']}
+
+    def held(self) -> dict:
+        """
+        Return the frames and bytes each direction holds, now and at most.
+
+        ``{'edge_to_cloud': {'frames', 'bytes', 'peak_frames', 'peak_bytes'},
+        'cloud_to_edge': {...}}``, empty dicts before the forwarder's first write.
+        """
+        try:
+            raw = json.loads((self.dir / 'stats.json').read_text())['held']
+        except (OSError, ValueError, TypeError, KeyError):
             return {'edge_to_cloud': {}, 'cloud_to_edge': {}}
         return {'edge_to_cloud': raw['a_to_b'], 'cloud_to_edge': raw['b_to_a']}
 
