@@ -96,12 +96,19 @@ def test_policy_serialisation(tmp_path):
         Policy.from_lists('fixed', ['p'], [])
     with pytest.raises(PolicyError):
         Policy('fixed', {'p': 'high'})
+    # Pushed policies: NaN never compares, duplicate keys are ambiguous, and a huge
+    # feature index would make weights() allocate that much on every frame.
+    with pytest.raises(PolicyError, match='NaN'):
+        Policy.from_lists('fixed', ['easy'], [math.nan])
+    with pytest.raises(PolicyError, match='duplicate'):
+        Policy.from_lists('fixed', ['easy', 'easy'], [0.5, 0.6])
+    with pytest.raises(PolicyError, match='w64'):
+        Policy.from_lists('learned', ['w64'], [1.0])
+    assert Policy('learned', {'w01': 2.0, 'w²': 1.0}).weights().tolist() == [0.0, 2.0]
 
 
-def test_node_helpers_parse_params_and_sign():
-    from laecips_edge.edge_node import parse_params, sign
+def test_node_helpers_parse_params():
+    from laecips_edge.edge_node import parse_params
     assert parse_params('') == {}
     assert parse_params('rate=0.3, easy=0.9') == {'rate': 0.3, 'easy': 0.9}
     assert parse_params('{"threshold": 0.25}') == {'threshold': 0.25}
-    s = sign('key', 7, 'ab' * 32, 'learned')
-    assert len(s) == 64 and s != sign('key', 8, 'ab' * 32, 'learned')

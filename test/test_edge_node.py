@@ -12,14 +12,14 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 import torch
 
-from laecips_edge import codecs, weights
-from laecips_edge.edge_node import factory_weights, sign
+from laecips_edge import codecs, signing, weights
+from laecips_edge.edge_node import factory_weights
 from laecips_msgs.msg import EdgeStats, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 
 NS = '/robot1'
-KEY = 'test-key'
+KEY = b'test-key-0123456789abcdef'
 QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -72,19 +72,28 @@ class Peer:
         return None
 
     def call(self, version: int, data: bytes, sha: str | None = None, rule: str = '',
-             keys=(), values=(), key: str | None = KEY):
+             keys=(), values=(), key: bytes | None = KEY, robot: str = 'robot1'):
+        """Call update_weights, signed with ``key`` for ``robot`` (None: unsigned)."""
         req = UpdateWeights.Request(version=version, format='safetensors', weights=data,
                                     sha256=weights.sha256(data) if sha is None else sha)
         req.policy = PolicyMsg(rule=rule, keys=list(keys), values=list(values))
         if key:
-            req.signature = sign(key, version, req.sha256, rule)
+            req.signature = signing.sign_request(key, req, robot)
         return self.ros.call(self.update, req, timeout=60.0)
+
+
+def key_file(folder) -> str:
+    """Write KEY to a key file in ``folder`` and return its path."""
+    path = folder / 'hmac.key'
+    path.write_bytes(KEY + b'\n')
+    return str(path)
 
 
 def _start(procs, state_dir, rule='always', **extra):
     return procs.node('edge', 'laecips_edge.edge_node', params={
         'image_qos': 'reliable', 'policy_rule': rule, 'num_threads': 1, 'stats_period': 0.2,
-        'state_dir': str(state_dir), 'send_edge_label': True, 'hmac_key': KEY, **extra},
+        'state_dir': str(state_dir), 'send_edge_label': True,
+        'hmac_key_file': key_file(state_dir.parent), **extra},
         ros_args=['-r', f'__ns:={NS}'])
 
 
@@ -115,7 +124,7 @@ def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
     buf = io.BytesIO()
     torch.save(sd, buf)
     res = peer.call(2, buf.getvalue())
-    assert not res.accepted and 'pickle' in res.reason and res.active_version == 1
+    assert not res.accepted and 'pickle' in res.reason and res.active_version == 1, res.reason
     good = {k: v.clone() for k, v in sd.items()}
     good['classifier.3.bias'] = torch.arange(11.0) * 100  # class 10 everywhere
     data = weights.to_bytes(good, meta)
@@ -152,19 +161,30 @@ def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
 @pytest.mark.parametrize('jpeg', [False, True], ids=['raw', 'compressed'])
 def test_edge_node_never_uploads_and_survives_bad_frames(procs, rosnode, tmp_path, jpeg):
     _start(procs, tmp_path / 'state', rule='never',
-           input_type='compressed' if jpeg else 'image')
+           input_type='compressed' if jpeg else 'image', max_pixels=100 * 100)
     peer = Peer(rosnode, jpeg=jpeg)
     rosnode.wait_for_subscribers(peer.cam, timeout=90.0)
-    if jpeg:  # corrupt data
-        bad = CompressedImage(format='jpeg', data=b'\xff\xd8\xff\xe0 not really a jpeg')
-    else:  # an encoding the node does not take
-        bad = codecs.array_to_image(np.zeros((4, 4, 3), np.uint8), Image, 'rgb8')
-        bad.encoding = '32FC1'
-    peer.cam.publish(bad)  # rejected, counted, and the node keeps running
-    peer.sent += 1
-    wait_until(lambda: peer.stats and peer.stats[-1].rejected == 1, 30.0, 'a rejected frame')
+    big = np.zeros((120, 120, 3), np.uint8)  # over max_pixels
+    if jpeg:  # garbage, a real JPEG cut short, one too large (from its header)
+        rgb = np.random.default_rng(1).integers(0, 256, (72, 96, 3), dtype=np.uint8)
+        real = bytes(codecs.encode_compressed(rgb, CompressedImage, 'jpeg').data)
+        bad = [(CompressedImage(format='jpeg', data=b'\xff\xd8\xff\xe0 not really a jpeg'),
+                'corrupt compressed image'),
+               (CompressedImage(format='jpeg', data=real[:len(real) // 2]), 'truncated'),
+               (codecs.encode_compressed(big, CompressedImage, 'png'), 'too large')]
+    else:  # an encoding the node does not take, an image too large
+        enc = codecs.array_to_image(np.zeros((4, 4, 3), np.uint8), Image, 'rgb8')
+        enc.encoding = '32FC1'
+        bad = [(enc, 'unsupported encoding'), (codecs.array_to_image(big, Image), 'too large')]
+    for i, (msg, why) in enumerate(bad, 1):  # each rejected, counted, logged once
+        peer.cam.publish(msg)
+        peer.sent += 1
+        wait_until(lambda: peer.stats and peer.stats[-1].rejected == i, 30.0, why)
+        wait_until(lambda: why in procs.log('edge'), 10.0, f'a log line: {why}')
+    lines = [ln for ln in procs.log('edge').splitlines() if 'rejected camera frame' in ln]
+    assert len(lines) == len(bad), lines
     peer.send(5, 3000)
     stats = wait_until(peer.accounted, 60.0, 'frames accounted for')
-    assert stats.rejected == 1 and stats.uploaded == 0 and not peer.hard
+    assert stats.rejected == len(bad) and stats.uploaded == 0 and not peer.hard
     assert codecs.image_to_array(peer.masks[-1]).shape == (72, 96)
     procs.assert_alive()

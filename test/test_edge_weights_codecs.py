@@ -3,6 +3,7 @@
 """Weights files (safetensors only, sha256, shape/dtype checks), codecs, models and engine."""
 
 import io
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_weights_rejects_pickle_sha_and_shape(model, tmp_path):
     data = weights.to_bytes(model.state_dict(), TINY)
     with pytest.raises(WeightsError, match='sha256 mismatch'):
         weights.from_bytes(data, expected_sha256='0' * 64)
-    with pytest.raises(WeightsError, match='corrupt|not a safetensors'):
+    with pytest.raises(WeightsError, match='corrupt|not a safetensors|outside'):
         weights.from_bytes(data[:len(data) // 2])
     sd = dict(model.state_dict())
     name = 'classifier.3.weight'
@@ -71,6 +72,33 @@ def test_weights_rejects_pickle_sha_and_shape(model, tmp_path):
     sd['extra.weight'] = torch.zeros(1)
     with pytest.raises(WeightsError, match='missing.*unexpected'):
         weights.check(sd, model)
+
+
+def test_updates_keep_the_model_contract_and_finite_values(model):
+    same = WeightsMeta(**{**TINY.__dict__, 'version': 9, 'training_data': 'more'})
+    weights.check_compatible(same, TINY)  # weights, version and notes may change
+    from laecips_edge.classes import ClassMap
+    for change in ({'input_size': (40000, 40000)}, {'arch_cfg': {'path': '/etc/passwd'}},
+                   {'class_map': ClassMap(('a',) * 11, ((0, 0, 0),) * 11, 255)}):
+        with pytest.raises(WeightsError, match='contract'):
+            weights.check_compatible(WeightsMeta(**{**TINY.__dict__, **change}), TINY)
+    # The edge refuses them before building anything (a 40000x40000 input would be a
+    # 19 GB tensor), and keeps its model.
+    seg = Segmenter(TINY, model.state_dict(), Options(jit=False))
+    with pytest.raises(WeightsError, match='input_size'):
+        seg.swap(model.state_dict(), 4, WeightsMeta(**{**TINY.__dict__,
+                                                        'input_size': (40000, 40000)}))
+    assert seg.version == 3
+    # Python's json reads NaN: metadata that would normalise every input to NaN.
+    for key, value in (('mean', '[NaN, 0.5, 0.5]'), ('std', '[0, 1, 1]'),
+                       ('input_size', '[0, 8]'), ('input_size', '[1e400, 8]')):
+        with pytest.raises(WeightsError, match='bad weights metadata'):
+            WeightsMeta.from_dict({**TINY.to_dict(), key: value})
+    for bad in (math.nan, math.inf, -math.inf):
+        sd = {k: v.clone() for k, v in model.state_dict().items()}
+        sd['classifier.3.bias'][4] = bad
+        with pytest.raises(WeightsError, match='non-finite'):
+            weights.check(sd, model)
 
 
 def test_segmenter_infer_and_swap(model, tmp_path):

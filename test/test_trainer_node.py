@@ -25,8 +25,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from laecips_edge import camvid as cv
-from laecips_edge import codecs, weights
-from laecips_edge.edge_node import sign
+from laecips_edge import codecs, signing, weights
 from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame, WeightPush
 from laecips_msgs.srv import UpdateWeights
 
@@ -49,13 +48,16 @@ def _synthetic(rng: np.random.Generator, h: int = 120, w: int = 160):
     return rgb, lab
 
 
-def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, rosnode):
+def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, rosnode,
+                                                                       tmp_path):
     rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    (tmp_path / 'key').write_bytes(b'trainer-test-key\n')
     procs.node('trainer', 'laecips_cloud.trainer_node', params={
         'weights': str(_factory()), 'gate_margin': -1.0, 'min_frames': 3,
         'steps_per_round': 1, 'batch': 2, 'val_fraction': 0.25, 'num_threads': 1,
         'service_pattern': '/{robot_id}/fake_edge/update_weights', 'call_timeout': 3.0,
-        'retry_initial': 0.5, 'retry_max': 2.0, 'max_attempts': 20, 'hmac_key': 'k'})
+        'retry_initial': 0.5, 'retry_max': 2.0, 'max_attempts': 20,
+        'hmac_key_file': str(tmp_path / 'key')})
     node = rosnode.node
     # This test plays the bridge: labelled frames reach the trainer on the cloud-side topic.
     pub_f = node.create_publisher(HardFrame, '/laecips/cloud/frames', rel)
@@ -114,7 +116,10 @@ def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, r
     sd, meta = weights.from_bytes(bytes(req.weights), req.sha256)
     assert meta.version == req.version and req.format == 'safetensors'
     assert push.bytes > len(req.weights) > 100_000
-    assert req.signature == sign('k', req.version, req.sha256, req.policy.rule)
+    # Signed for this robot over the weights and the whole policy (rule and parameters).
+    signing.verify_request(b'trainer-test-key', req, 'robotx')
+    with pytest.raises(signing.SigningError):
+        signing.verify_request(b'trainer-test-key', req, 'roboty')
     assert push.frames_seen == 10 and push.steps >= 1
     procs.assert_alive()
 
@@ -127,19 +132,22 @@ def _camera_frames(camvid: Path, n: int, size: tuple[int, int]) -> list[np.ndarr
 
 
 def test_three_processes_push_swaps_the_edge_model_without_losing_frames(
-        procs, rosnode, camvid, shared_models):
+        procs, rosnode, camvid, shared_models, tmp_path):
     factory = _factory()
     rel = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    key = tmp_path / 'hmac.key'  # both sides sign/verify: the format agrees over DDS
+    key.write_bytes(b'shared-by-edge-and-trainer\n')
     procs.node('edge', 'laecips_edge.edge_node', params={
         'weights': str(factory), 'num_threads': 1, 'image_qos': 'reliable',
-        'policy_rule': 'always', 'stats_period': 0.5},
+        'policy_rule': 'always', 'stats_period': 0.5, 'hmac_key_file': str(key)},
         ros_args=['-r', '__ns:=/robot1'])
     procs.node('bridge', 'laecips_cloud.bridge_node', params={
         'labeller': 'espnet_c', 'weights': str(shared_models / 'espnet_c_camvid.pth'),
         'device': 'cpu', 'torch_threads': 1, 'max_batch': 2, 'queue_size': 64})
     procs.node('trainer', 'laecips_cloud.trainer_node', params={
         'weights': str(factory), 'gate_margin': -1.0, 'min_frames': 3, 'steps_per_round': 2,
-        'batch': 2, 'val_fraction': 0.25, 'num_threads': 1, 'retry_initial': 0.5})
+        'batch': 2, 'val_fraction': 0.25, 'num_threads': 1, 'retry_initial': 0.5,
+        'hmac_key_file': str(key)})
     node = rosnode.node
     cam = node.create_publisher(Image, '/camera/image_raw', rel)
     masks, stats, pushes = [], [], []
@@ -176,7 +184,9 @@ def test_three_processes_push_swaps_the_edge_model_without_losing_frames(
                 and s.model_version >= push.version and s)
 
     s = wait_until(settled, 60, f'the edge to account for {published} frames on the new model')
-    assert s.rejected == 0 and s.updates_accepted >= 1
+    assert s.rejected == 0 and s.updates_accepted >= 1  # signed by the trainer, verified
+    # The bridge's labels are for frames the edge uploaded, at their size, valid classes.
+    assert s.labels_in >= 1 and s.labels_rejected == 0
     assert s.weight_bytes_in >= push.bytes - 10_000 and push.bytes > 1_000_000
     wait_until(lambda: len(masks) >= s.masks_out, 10, 'every mask')
     assert len(masks) == s.masks_out

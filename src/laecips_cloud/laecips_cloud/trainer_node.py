@@ -46,8 +46,8 @@ import torch
 
 from laecips_cloud import policy_fit as pf
 from laecips_cloud.distill import Candidate, DistillConfig, Distiller, resize_label
-from laecips_edge import codecs, weights
-from laecips_edge.edge_node import factory_weights, parse_params, sign
+from laecips_edge import codecs, signing, weights
+from laecips_edge.edge_node import factory_weights, parse_params
 from laecips_edge.policy import Policy
 from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
 from laecips_msgs.msg import Policy as PolicyMsg
@@ -93,7 +93,8 @@ class TrainerNode(Node):
         'weights': ('', 'initial edge weights (safetensors); empty = the factory weights'),
         'service_pattern': ('/{robot_id}/edge/update_weights',
                             "each robot's UpdateWeights service; {robot_id} is replaced"),
-        'hmac_key': ('', 'shared key for the optional HMAC over version:sha256:rule'),
+        'hmac_key_file': ('', 'file holding the shared HMAC key; when set, every push is '
+                              'signed (laecips_edge.signing)'),
         'push_mode': ('weights_and_policy', 'weights_and_policy | weights | policy (only)'),
         'gate_margin': (0.005, 'agreement gain (0..1) over the active version needed to push'),
         'gate_metric': ('miou', "'miou' or 'pixel_acc' against the held-out cloud labels"),
@@ -136,6 +137,8 @@ class TrainerNode(Node):
         if p['push_mode'] not in PUSH_MODES:
             raise ValueError(f'push_mode must be one of {PUSH_MODES}, not {p["push_mode"]!r}')
         self.p = p
+        # A configured key that cannot be read stops the node rather than pushing unsigned.
+        self.hmac_key = signing.load_key(p['hmac_key_file']) if p['hmac_key_file'] else None
         if p['num_threads'] > 0:
             torch.set_num_threads(p['num_threads'])
         path = p['weights'] or factory_weights()
@@ -246,8 +249,8 @@ class TrainerNode(Node):
             policy = self._fit_policy(robot, cand.state)
         m = self.p['gate_metric']
         # WeightPush reports pixel accuracy (its definition); the gate may use mIoU.
-        push = Push(self._request(cand.version, cand.data, cand.sha256, policy), cand, policy,
-                    cand.val_before.get('pixel_acc', math.nan),
+        push = Push(self._request(robot, cand.version, cand.data, cand.sha256, policy), cand,
+                    policy, cand.val_before.get('pixel_acc', math.nan),
                     cand.val_after.get('pixel_acc', math.nan))
         self.get_logger().info(
             f'{robot.robot_id}: candidate v{cand.version} ({len(cand.data)} bytes), '
@@ -280,16 +283,16 @@ class TrainerNode(Node):
             f'expected upload ratio {fit.expected_upload_ratio:.3f} on {len(pairs)} frames')
         return fit.policy
 
-    def _request(self, version: int, data: bytes, sha: str, policy: Policy | None
-                 ) -> UpdateWeights.Request:
+    def _request(self, robot: Robot, version: int, data: bytes, sha: str,
+                 policy: Policy | None) -> UpdateWeights.Request:
         req = UpdateWeights.Request(version=int(version), format='safetensors' if data else '',
                                     sha256=sha if data else '')
         req.weights = array.array('B', data)  # a memcpy; bytes would be checked per element
         if policy is not None:
             keys, values = policy.to_lists()
             req.policy = PolicyMsg(rule=policy.rule, keys=keys, values=values)
-        if self.p['hmac_key']:
-            req.signature = sign(self.p['hmac_key'], req.version, req.sha256, req.policy.rule)
+        if self.hmac_key is not None:
+            req.signature = signing.sign_request(self.hmac_key, req, robot.robot_id)
         return req
 
     def _policy_only(self, robot: Robot) -> None:
@@ -300,8 +303,8 @@ class TrainerNode(Node):
         policy = self._fit_policy(robot, d.active)
         if policy is not None:
             with self.push_lock:
-                robot.push = Push(self._request(d.active_version, b'', '', policy), None,
-                                  policy)
+                robot.push = Push(self._request(robot, d.active_version, b'', '', policy),
+                                  None, policy)
 
     # --- the push machinery: one call in flight per robot -----------------------------
     def _tick(self) -> None:

@@ -15,7 +15,7 @@ import array
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # encoding -> (channels, permutation to RGB or None)
 ENCODINGS = {'rgb8': (3, None), 'bgr8': (3, [2, 1, 0]), 'mono8': (1, None),
@@ -44,30 +44,41 @@ def _new(msg_or_cls):
     return msg_or_cls() if isinstance(msg_or_cls, type) else msg_or_cls
 
 
-def image_to_array(msg) -> np.ndarray:
-    """Return the pixels of a raw Image as HxWxC uint8 (HxW for mono8), in its own order."""
+def image_to_array(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """
+    Return the pixels of a raw Image as HxWxC uint8 (HxW for mono8), in its own order.
+
+    Raise CodecError for an unknown encoding, a zero size or more than ``max_pixels``
+    pixels, a step shorter than a row, or data that does not hold ``height`` rows of
+    ``step`` bytes (the last row's padding may be missing).
+    """
     enc = str(msg.encoding).lower()
     if enc not in ENCODINGS:
-        raise CodecError(f'unsupported encoding {msg.encoding!r}; use one of '
+        raise CodecError(f'unsupported encoding {str(msg.encoding)[:32]!r}; use one of '
                          f'{", ".join(ENCODINGS)}')
     ch = ENCODINGS[enc][0]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0 or h * w > MAX_PIXELS:
+    if h <= 0 or w <= 0:
         raise CodecError(f'bad image size {w}x{h}')
+    if h * w > max_pixels:
+        raise CodecError(f'image too large: {w}x{h} is over the limit of {max_pixels} pixels')
     if step < w * ch:
         raise CodecError(f'step {step} < width {w} x {ch} channels')
     buf = _bytes_view(msg.data)
-    if buf.size < step * (h - 1) + w * ch:
-        raise CodecError(f'{buf.size} data bytes for {w}x{h} {enc} with step {step}')
+    # More bytes than height x step means the step or the height is wrong, as surely as
+    # fewer: either way the rows would be cut in the wrong places.
+    if not step * (h - 1) + w * ch <= buf.size <= step * h:
+        raise CodecError(f'{buf.size} data bytes for {w}x{h} {enc} with step {step} '
+                         f'(expected {step * h})')
     # Rows may be padded to ``step`` bytes: view with strides, copy only the pixels.
     rows = np.lib.stride_tricks.as_strided(buf, (h, w * ch), (step, 1))
     px = np.ascontiguousarray(rows).reshape(h, w, ch)
     return px[:, :, 0] if ch == 1 else px
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def image_to_rgb(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Return a raw Image as HxWx3 uint8 RGB (mono8 is replicated, alpha dropped)."""
-    px = image_to_array(msg)
+    px = image_to_array(msg, max_pixels)
     if px.ndim == 2:
         return np.repeat(px[:, :, None], 3, axis=2)
     perm = ENCODINGS[str(msg.encoding).lower()][1]
@@ -93,38 +104,64 @@ def array_to_image(arr: np.ndarray, msg_or_cls, encoding: str | None = None,
     return msg
 
 
-def _open(data) -> Image.Image:
+def _open(data, formats: tuple[str, ...], max_pixels: int,
+          shape: tuple[int, int] | None = None) -> Image.Image:
     raw = _bytes_view(data).tobytes()
     if not raw:
         raise CodecError('empty compressed image')
     try:
-        im = Image.open(io.BytesIO(raw))
-        if im.width * im.height > MAX_PIXELS:
-            raise CodecError(f'compressed image too large: {im.width}x{im.height}')
+        # Only the formats a message may carry: PIL would otherwise also try every plugin
+        # it has (TIFF, EPS - which runs Ghostscript - and more) on untrusted bytes.
+        im = Image.open(io.BytesIO(raw), formats=formats)
+        # The size is in the header: check it before decompressing (a "zip bomb" guard).
+        if im.width * im.height > max_pixels:
+            raise CodecError(f'compressed image too large: {im.width}x{im.height} is over '
+                             f'the limit of {max_pixels} pixels')
+        if shape is not None and (im.height, im.width) != tuple(shape):
+            raise CodecError(f'size {im.width}x{im.height}, expected {shape[1]}x{shape[0]}')
         im.load()
     except CodecError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CodecError(f'corrupt compressed image: {e}') from e
+    except Image.DecompressionBombError as e:  # PIL's own limit, checked in open()
+        raise CodecError(f'compressed image too large: {e}') from e
+    except MemoryError:
+        raise
+    except Exception as e:
+        # PIL's decoders raise a zoo of types on hostile bytes (OSError, SyntaxError,
+        # EOFError, struct.error, IndexError, ...): all mean the same thing to a caller,
+        # corrupt data.
+        raise CodecError(f'corrupt compressed image: {type(e).__name__}: '
+                         f'{str(e)[:200]}') from e
     return im
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
+def compressed_to_rgb(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode a CompressedImage (JPEG or PNG, any colour mode) to HxWx3 uint8 RGB."""
-    return np.asarray(_open(msg.data).convert('RGB'))
+    im = _open(msg.data, ('JPEG', 'PNG'), max_pixels)
+    try:
+        return np.asarray(im.convert('RGB'))
+    except (OSError, ValueError) as e:  # a mode PIL cannot convert
+        raise CodecError(f'cannot convert PNG/JPEG mode {im.mode} to RGB: {e}') from e
 
 
-def compressed_to_label(msg) -> np.ndarray:
-    """Decode a PNG label map (mono8 / palette indices) to HxW uint8 class ids."""
-    im = _open(msg.data)
+def compressed_to_label(msg, shape: tuple[int, int] | None = None,
+                        max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """
+    Decode a PNG label map (mono8 / palette indices) to HxW uint8 class ids.
+
+    ``shape`` (H, W), when given, is checked from the PNG header before decompressing.
+    """
+    im = _open(msg.data, ('PNG',), max_pixels, shape)
     if im.mode not in ('L', 'P'):
         raise CodecError(f'label map must be 8-bit single channel, got PNG mode {im.mode}')
     return np.asarray(im)
 
 
-def to_rgb(msg) -> np.ndarray:
-    """Decode either message type to HxWx3 uint8 RGB."""
-    return image_to_rgb(msg) if hasattr(msg, 'encoding') else compressed_to_rgb(msg)
+def to_rgb(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode either message type to HxWx3 uint8 RGB, refusing more than ``max_pixels``."""
+    if hasattr(msg, 'encoding'):
+        return image_to_rgb(msg, max_pixels)
+    return compressed_to_rgb(msg, max_pixels)
 
 
 def encode_compressed(arr: np.ndarray, msg_or_cls, fmt: str = 'jpeg', quality: int = 90,

@@ -7,16 +7,23 @@ The camera callback only keeps the newest frame (a replaced frame counts as skip
 worker thread decodes, segments, publishes ``~/mask`` (and the colour views while someone
 subscribes), scores hardness and asks the upload policy. ``~/update_weights`` checks and
 builds a new model in its own callback group and swaps it in between two frames.
-Algorithms live in laecips_edge.{engine,hardness,policy,weights,codecs}; this file wires them.
+
+Bad input never stops the node: a malformed or oversized frame, a cloud label that is not
+for a frame this node uploaded (or has the wrong size or class ids), and a refused update
+(too large, unsigned or badly signed, not safetensors, wrong or non-finite tensors) each
+add one to a counter in /laecips/stats (``rejected``, ``labels_rejected``,
+``updates_rejected``) and log one line (repeats of one kind at most every ``LOG_PERIOD``).
+Algorithms live in laecips_edge.{engine,hardness,policy,weights,codecs,signing}; this file
+wires them.
 """
 
 from __future__ import annotations
 
-from collections import deque
-import hashlib
-import hmac
+from collections import OrderedDict, deque
 import json
+import math
 from pathlib import Path
+import re
 import threading
 import time
 
@@ -30,7 +37,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from laecips_edge import codecs, engine, weights
+from laecips_edge import codecs, engine, signing, weights
 from laecips_edge.policy import Policy, PolicyError
 from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
@@ -61,10 +68,11 @@ def parse_params(text: str) -> dict[str, float]:
     return {k.strip(): float(v) for k, v in (kv.split('=', 1) for kv in text.split(','))}
 
 
-def sign(key: str, version: int, sha256: str, rule: str) -> str:
-    """HMAC-SHA256 over ``version:sha256:rule`` (UpdateWeights.srv), lowercase hex."""
-    return hmac.new(key.encode(), f'{version}:{sha256}:{rule}'.encode(),
-                    hashlib.sha256).hexdigest()
+# Uploads whose label may still come back: (h, w) by (seq, stamp). At 30 uploads/s this
+# covers half a minute of cloud latency; a label for a frame forgotten by then is dropped.
+UPLOAD_MEMORY = 1024
+# Seconds between two log lines of the same kind of bad input (the counters count all).
+LOG_PERIOD = 5.0
 
 
 class EdgeNode(Node):
@@ -92,7 +100,12 @@ class EdgeNode(Node):
         'robot_id': ('', 'robot id; empty = the namespace without the leading /'),
         'state_dir': ('', 'folder persisting accepted weights, version and policy; empty = off'),
         'stats_period': (1.0, 'seconds between /laecips/stats messages'),
-        'hmac_key': ('', 'shared key; when set, unsigned or badly signed updates are refused'),
+        'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_edge.signing); when '
+                              'set, unsigned or badly signed updates are refused'),
+        'max_pixels': (16 << 20, 'camera frames with more pixels (raw, or decoded from JPEG/PNG)'
+                                 ' are rejected before decoding'),
+        'max_update_bytes': (64 << 20, 'update_weights requests with more bytes (weights + '
+                                       'policy) are rejected before any parsing'),
     }
 
     def __init__(self, **kwargs):
@@ -113,6 +126,9 @@ class EdgeNode(Node):
                 raise ValueError(f'parameter {name} must be one of {allowed}, not {p[name]!r}')
         self.p = p
         self.robot_id = p['robot_id'] or self.get_namespace().strip('/') or self.get_name()
+        # A configured key that cannot be read stops the node: running unsigned instead
+        # would silently drop the protection the operator asked for.
+        self.hmac_key = signing.load_key(p['hmac_key_file']) if p['hmac_key_file'] else None
         engine.set_threads(p['num_threads'])
         self.rng = np.random.default_rng(p['seed'])
         self.segmenter, self.policy = self._load_model(p)
@@ -130,6 +146,8 @@ class EdgeNode(Node):
                                 'weight_bytes_in'], 0)
         self.latencies: deque[float] = deque(maxlen=10000)
         self.period_masks, self.period_start = 0, time.monotonic()
+        self.uploads: OrderedDict[tuple[int, int, int], tuple[int, int]] = OrderedDict()
+        self.log_times: dict[str, tuple[float, int]] = {}  # kind -> (last line, suppressed)
 
         qos = RELIABLE if p['image_qos'] == 'reliable' else qos_profile_sensor_data
         compressed = p['input_type'] == 'compressed'
@@ -218,17 +236,14 @@ class EdgeNode(Node):
             try:
                 self._process(*item)
             except codecs.CodecError as e:
-                with self.lock:
-                    self.c['rejected'] += 1
-                self.get_logger().warning(f'dropped a camera frame: {e}',
-                                          throttle_duration_sec=5.0)
+                self._reject('rejected', f'rejected camera frame {_frame_id(item[0], item[1])}'
+                                         f': {e}')
             except Exception as e:  # keep segmenting whatever one frame did
-                with self.lock:
-                    self.c['rejected'] += 1
-                self.get_logger().error(f'frame failed: {e!r}', throttle_duration_sec=5.0)
+                self._reject('rejected', f'camera frame {_frame_id(item[0], item[1])} failed: '
+                                         f'{e!r}', error=True)
 
     def _process(self, msg, seq: int) -> None:
-        rgb = codecs.to_rgb(msg)
+        rgb = codecs.to_rgb(msg, self.p['max_pixels'])
         res = self.segmenter.infer(rgb)
         self.pub_mask.publish(codecs.array_to_image(res.mask, Image, 'mono8', msg.header))
         now = self.get_clock().now()
@@ -265,6 +280,11 @@ class EdgeNode(Node):
             codecs.encode_compressed(rgb, hf.image, 'jpeg', self.p['jpeg_quality'], msg.header)
         if self.p['send_edge_label']:
             codecs.encode_compressed(res.mask, hf.edge_label, 'png', header=msg.header)
+        # Remembered before publishing: the label may come back before publish() returns.
+        with self.lock:
+            self.uploads[_label_key(seq, msg.header.stamp)] = rgb.shape[:2]
+            while len(self.uploads) > UPLOAD_MEMORY:
+                self.uploads.popitem(last=False)
         self.pub_hard.publish(hf)
         with self.lock:
             self.c['uploaded'] += 1
@@ -275,16 +295,59 @@ class EdgeNode(Node):
         if msg.robot_id != self.robot_id:
             return
         try:
-            label = codecs.compressed_to_label(msg.label)
-        except codecs.CodecError as e:
-            with self.lock:
-                self.c['labels_rejected'] += 1
-            self.get_logger().warning(f'bad cloud label: {e}', throttle_duration_sec=5.0)
+            label = self._check_label(msg)
+        except (codecs.CodecError, ValueError) as e:
+            self._reject('labels_rejected', f'rejected cloud label for frame '
+                                            f'{_frame_id(msg, msg.seq)}: {e}')
+            return
+        except Exception as e:  # an exception here would stop the executor, i.e. the node
+            self._reject('labels_rejected', f'cloud label for frame {_frame_id(msg, msg.seq)} '
+                                            f'failed: {e!r}', error=True)
             return
         self.pub_refined.publish(codecs.array_to_image(label, Image, 'mono8', msg.header))
         with self.lock:
             self.c['labels_in'] += 1
             self.c['bytes_down'] += len(serialize_message(msg))
+
+    def _check_label(self, msg: CloudLabel) -> np.ndarray:
+        # Only labels of frames this node uploaded, at their size: anything else is stale
+        # (from before a restart: seq starts again at 0, the stamp differs), replayed or
+        # forged, and would publish a wrong refined mask.
+        with self.lock:
+            shape = self.uploads.pop(_label_key(msg.seq, msg.header.stamp), None)
+        if shape is None:
+            raise ValueError('no such upload (unknown, already labelled or forgotten)')
+        label = codecs.compressed_to_label(msg.label, shape=shape)  # size checked first
+        cm = self.segmenter.class_map
+        bad = (label >= cm.num_classes) & (label != cm.void)
+        if bad.any():
+            raise ValueError(f'{int(bad.sum())} pixels with class ids out of range, e.g. '
+                             f'{int(label[bad][0])} (classes 0..{cm.num_classes - 1}, void '
+                             f'{cm.void})')
+        return label
+
+    def _reject(self, counter: str, text: str, error: bool = False) -> None:
+        """Count a rejected input and log it, one line per kind of problem per LOG_PERIOD."""
+        # rclpy throttles per call site, which would hide a second kind of bad input behind
+        # the first; here the kind is the text without its numbers (frame ids, sizes).
+        kind = counter + re.sub(r'\d+', '#', text)
+        now = time.monotonic()
+        with self.lock:
+            self.c[counter] += 1
+            last, suppressed = self.log_times.get(kind, (-math.inf, 0))
+            if now - last < LOG_PERIOD:
+                self.log_times[kind] = (last, suppressed + 1)
+                return
+            if len(self.log_times) > 256:  # kinds can be made up by the sender: bounded
+                self.log_times.clear()
+            self.log_times[kind] = (now, 0)
+        if suppressed:
+            text += f' ({suppressed} more like it in the last {now - last:.0f} s)'
+        # rclpy ties a severity to each call site: one call per severity.
+        if error:
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     # --- weight / policy updates ------------------------------------------------------
     def _on_update(self, req: UpdateWeights.Request, res: UpdateWeights.Response):
@@ -294,14 +357,18 @@ class EdgeNode(Node):
         except (weights.WeightsError, PolicyError, ValueError) as e:
             reason = str(e)
             res.accepted = False
+        except Exception as e:  # an exception here would stop the executor, i.e. the node
+            reason = f'internal error: {e!r}'[:500]
+            res.accepted = False
         with self.lock:
             self.c['updates_accepted' if res.accepted else 'updates_rejected'] += 1
             if res.accepted:
                 self.c['weight_bytes_in'] += len(req.weights)
         res.reason = reason if not res.accepted else 'ok'
         res.active_version = self.segmenter.version
-        text = (f'update v{req.version} ({len(req.weights)} bytes, rule {req.policy.rule!r}):'
-                f' {res.reason}; active v{res.active_version}')
+        text = (f'update v{req.version} ({len(req.weights)} bytes, rule '
+                f'{req.policy.rule[:40]!r}) {"accepted" if res.accepted else "rejected"}: '
+                f'{res.reason}; active v{res.active_version}')
         # rclpy ties a severity to each call site: one call per severity.
         if res.accepted:
             self.get_logger().info(text)
@@ -310,10 +377,16 @@ class EdgeNode(Node):
         return res
 
     def _apply_update(self, req: UpdateWeights.Request) -> str:
-        key = self.p['hmac_key']
-        if key and not hmac.compare_digest(
-                sign(key, req.version, req.sha256, req.policy.rule), req.signature.lower()):
-            raise ValueError('bad or missing signature')
+        # Cheapest checks first: the size before hashing or parsing, the signature before
+        # reading anything the sender controls.
+        pol = req.policy
+        size = (len(req.weights) + 8 * len(pol.values) + sum(len(k) for k in pol.keys)
+                + len(pol.rule) + len(req.format) + len(req.sha256) + len(req.signature))
+        if size > self.p['max_update_bytes']:
+            raise ValueError(f'request too large: {size} bytes of weights and policy, the '
+                             f'limit is {self.p["max_update_bytes"]} (max_update_bytes)')
+        if self.hmac_key is not None:
+            signing.verify_request(self.hmac_key, req, self.robot_id)
         # Validate everything before changing anything, so a rejection changes nothing.
         policy = (Policy.from_lists(req.policy.rule, req.policy.keys, req.policy.values)
                   if req.policy.rule else None)
@@ -363,6 +436,16 @@ class EdgeNode(Node):
             self.running = False
             self.wake.notify_all()
         self.worker.join(5.0)
+
+
+def _label_key(seq: int, stamp) -> tuple[int, int, int]:
+    return int(seq), int(stamp.sec), int(stamp.nanosec)
+
+
+def _frame_id(msg, seq: int) -> str:
+    """Name a frame in log lines: its seq and camera stamp."""
+    st = msg.header.stamp
+    return f'#{seq} (stamp {st.sec}.{st.nanosec:09d})'
 
 
 def main(args=None) -> None:

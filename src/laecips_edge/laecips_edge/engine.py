@@ -162,6 +162,7 @@ class Segmenter:
         if meta.arch != self._active.meta.arch:
             raise weights.WeightsError(f'weights are for arch {meta.arch!r}, the edge runs '
                                        f'{self._active.meta.arch!r}')
+        weights.check_compatible(meta, self._active.meta)
         return self._build(meta, state_dict, version)
 
     def commit(self, prepared: _Active) -> int:

@@ -11,6 +11,7 @@ optional ``explore`` rate (see :meth:`Policy.decide`).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 import json
 import math
@@ -29,8 +30,18 @@ DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
+# Feature weights w0..w{MAX_WEIGHTS-1} of the learned rule (hardness.features has 3).
+MAX_WEIGHTS = 64
+
+
 class PolicyError(ValueError):
     """An unknown rule or unusable parameters."""
+
+
+def _weight_index(key: str) -> int | None:
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+    d = key[1:]
+    return int(d) if key[:1] == 'w' and d.isascii() and d.isdigit() and len(d) < 10 else None
 
 
 @dataclass
@@ -46,8 +57,15 @@ class Policy:
         try:
             self.params = {**DEFAULTS[self.rule],
                            **{str(k): float(v) for k, v in self.params.items()}}
-        except (TypeError, ValueError) as e:
-            raise PolicyError(f'policy parameters must be numbers: {e}') from e
+        except (TypeError, ValueError, OverflowError) as e:
+            raise PolicyError(f'policy parameters must be numbers: {e}'[:200]) from e
+        nan = sorted(k for k, v in self.params.items() if math.isnan(v))
+        if nan:  # every comparison with NaN is False: the rule would silently never fire
+            raise PolicyError(f'policy parameters are NaN: {", ".join(nan)[:120]}')
+        big = [k for k in self.params if (_weight_index(k) or 0) >= MAX_WEIGHTS]
+        if big:  # weights() allocates up to the largest index, on every frame
+            raise PolicyError(f'feature weight {big[0][:40]!r}: the learned rule takes at '
+                              f'most {MAX_WEIGHTS} (w0..w{MAX_WEIGHTS - 1})')
 
     @property
     def threshold(self) -> float:
@@ -57,10 +75,10 @@ class Policy:
 
     def weights(self) -> np.ndarray:
         """Return the learned rule's feature weights w0..wk (missing ones are 0)."""
-        ks = sorted((int(k[1:]) for k in self.params if k[:1] == 'w' and k[1:].isdigit()))
-        w = np.zeros(ks[-1] + 1 if ks else 0)
-        for i in ks:
-            w[i] = self.params[f'w{i}']
+        idx = {i: v for k, v in self.params.items() if (i := _weight_index(k)) is not None}
+        w = np.zeros(max(idx) + 1 if idx else 0)
+        for i, v in idx.items():
+            w[i] = v
         return w
 
     def score(self, features: np.ndarray) -> float:
@@ -124,6 +142,9 @@ class Policy:
         keys, values = list(keys), list(values)
         if len(keys) != len(values):
             raise PolicyError(f'{len(keys)} policy keys but {len(values)} values')
+        if len(set(keys)) != len(keys):  # which one would win is not for the sender to guess
+            dup = sorted(k for k, n in Counter(keys).items() if n > 1)
+            raise PolicyError(f'duplicate policy keys: {", ".join(map(str, dup))[:120]}')
         return Policy(rule, dict(zip(keys, values)))
 
     def to_json(self) -> str:
