@@ -288,6 +288,8 @@ def test_bridge_killed_and_restarted_frames_accounted_uploads_resume(procs, rosn
     rig.check(up)
     assert s1.no_cloud == s0.no_cloud, s1
     wait_until(lambda: rig.last().labels_in == s1.uploaded, 30, 'a label for every upload')
+    with rig.lock:
+        assert len([t for t in up if t in rig.refined]) == len(up) - (s1.skipped - s0.skipped)
 
     # Phase 2, bridge killed: masks keep coming at once; no_cloud counts the would-be uploads
     # once the bridge's lease has run out (until then uploads go to a dead subscriber).
@@ -302,7 +304,7 @@ def test_bridge_killed_and_restarted_frames_accounted_uploads_resume(procs, rosn
         delays = [rig.masks[t] - rig.sent[t] for t in down if t in rig.masks]
     # No frame waits on the cloud: each mask came within a camera period or so, also while
     # the dead bridge was still matched.
-    assert max(delays) < 1.5, f'masks {max(delays):.2f} s late with the bridge down'
+    assert max(delays) < 2.0, f'masks {max(delays):.2f} s late with the bridge down'
     assert s2.no_cloud - s1.no_cloud >= 5 and s2.labels_in == s1.labels_in
     gone = time.monotonic() - t_kill
     assert gone < 10, f'the edge took {gone:.1f} s to notice the bridge was gone'
