@@ -10,6 +10,8 @@ The trainer node over DDS.
 2. Edge node + cloud bridge + trainer as three processes: a push happens, the edge's active
    version changes, and every camera frame is accounted for (a mask or a counted skip)
    across the swap.
+3. In-process: after an edge restart (seq from 0 again) a label never joins a frame of the
+   earlier run with the same seq, and the robot's seq is continued (newest stay newest).
 """
 
 from pathlib import Path
@@ -193,3 +195,47 @@ def test_three_processes_push_swaps_the_edge_model_without_losing_frames(
     ids = [m.header.frame_id for m in masks]
     assert len(set(ids)) == len(ids) and set(ids) <= {f'f{i}' for i in range(published)}
     assert push.version == 2 and push.active_version == 2
+
+
+def test_trainer_pairs_and_seqs_survive_an_edge_restart():
+    # In-process, no DDS traffic: messages go straight into the subscription callbacks.
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from laecips_cloud.trainer_node import TrainerNode
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = TrainerNode(context=ctx, parameter_overrides=[
+        Parameter('weights', value=str(_factory())), Parameter('min_frames', value=10_000),
+        Parameter('val_fraction', value=0.25)])
+    rng = np.random.default_rng(1)
+
+    def pair(seq: int, sec: int, frame: bool = True, label: bool = True) -> None:
+        rgb, lab = _synthetic(rng, 24, 32)
+        hf = HardFrame(robot_id='robot1', seq=seq, features=[0.5, 0.4, 0.3])
+        cl = CloudLabel(robot_id='robot1', seq=seq)
+        hf.header.stamp.sec = cl.header.stamp.sec = sec  # the bridge copies the header
+        codecs.encode_compressed(rgb, hf.image, 'jpeg')
+        codecs.encode_compressed(lab, cl.label, 'png')
+        if frame:
+            node._on_frame(hf)
+        if label:
+            node._on_label(cl)
+
+    try:
+        for seq in range(10, 20):  # the edge's first run
+            pair(seq, 100 + seq)
+        pair(21, 121, label=False)  # its label is lost: the frame waits for it
+        for seq in range(4):  # the edge restarted: seq counts from 0 again
+            pair(seq, 1000 + seq)
+        pair(21, 1021, frame=False)  # the new seq 21's label must not join the old frame
+        assert node.counts['pairs'] == 14
+        pair(21, 1021, label=False)  # its own frame
+        assert node.counts['pairs'] == 15 and node.counts['bad'] == 0
+        seqs = [q.seq for q in node.robots['robot1'].distiller.scored_pairs()]
+        # The second run continues the count, so its frames are the newest (policy_window).
+        assert sorted(seqs) == list(range(10, 20)) + [20, 21, 22, 23, 41]
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)

@@ -6,11 +6,15 @@ The trainer node: distil cloud labels into each robot's edge model and push gate
 It runs in the cloud beside the bridge. Only the bridge subscribes the robots' uplink
 topic (``/laecips/hard_frames``), so a hard frame crosses a robot's uplink once; the bridge
 republishes each labelled frame on ``/laecips/cloud/frames`` and the trainer pairs it with
-the bridge's ``/laecips/cloud_labels`` answer by (robot_id, seq), whichever arrives first
-(both topics remappable). Each robot gets its own ``Distiller`` (one model per robot: robots drift
-differently - another camera, another route, another time of day - and a robot's pushes
-must only ever reflect what that robot saw), initialised from the ``weights`` file (the
-factory weights by default), the version the edges start with.
+the bridge's ``/laecips/cloud_labels`` answer by (robot_id, seq, camera stamp), whichever
+arrives first (both topics remappable; the stamp because an edge counts seq from 0 again
+when it restarts). A robot's seq is continued across such a restart (a drop of more than
+``SEQ_REORDER``), so its newest frames stay the newest for the policy fit.
+
+Each robot gets its own ``Distiller`` (one model per robot: robots drift differently -
+another camera, another route, another time of day - and a robot's pushes must only ever
+reflect what that robot saw), initialised from the ``weights`` file (the factory weights by
+default), the version the edges start with.
 
 When a student passes the gate the node fits the upload policy on the robot's kept pairs
 with the new model (``policy_fit``) and calls ``service_pattern`` (default
@@ -54,6 +58,9 @@ from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+# A robot's seq may go back this much (pairs completing out of order) without being taken
+# for an edge restart.
+SEQ_REORDER = 8
 PUSH_MODES = ('weights_and_policy', 'weights', 'policy')
 
 
@@ -84,6 +91,8 @@ class Robot:
     push: Push | None = None  # at most one outstanding update (queued or in flight)
     pairs: int = 0
     pairs_at_policy_fit: int = 0
+    seq_base: int = 0  # added to the edge's seq, which starts from 0 at each edge start
+    last_seq: int = -1  # the largest continued seq paired so far
     pushes: dict = field(default_factory=lambda: {'accepted': 0, 'rejected': 0, 'failed': 0})
 
 
@@ -160,8 +169,8 @@ class TrainerNode(Node):
         self.lock = threading.Lock()  # robots, join tables, counters
         self.push_lock = threading.RLock()  # each robot's push state machine
         self.robots: dict[str, Robot] = {}
-        self.frames: OrderedDict[tuple[str, int], tuple[float, HardFrame]] = OrderedDict()
-        self.labels: OrderedDict[tuple[str, int], tuple[float, CloudLabel]] = OrderedDict()
+        self.frames: OrderedDict[tuple[str, int, int], tuple[float, HardFrame]] = OrderedDict()
+        self.labels: OrderedDict[tuple[str, int, int], tuple[float, CloudLabel]] = OrderedDict()
         self.counts = dict.fromkeys(['frames', 'labels', 'pairs', 'unmatched', 'bad'], 0)
         self.clients_group = ReentrantCallbackGroup()
         data_group = MutuallyExclusiveCallbackGroup()
@@ -175,8 +184,13 @@ class TrainerNode(Node):
         self.create_timer(0.25, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
 
     # --- joining hard frames and cloud labels -----------------------------------------
+    @staticmethod
+    def _key(msg: HardFrame | CloudLabel) -> tuple[str, int, int]:
+        stamp = msg.header.stamp
+        return msg.robot_id, int(msg.seq), stamp.sec * 10**9 + stamp.nanosec
+
     def _on_frame(self, msg: HardFrame) -> None:
-        key = (msg.robot_id, int(msg.seq))
+        key = self._key(msg)
         with self.lock:
             self.counts['frames'] += 1
             label = self.labels.pop(key, None)
@@ -186,7 +200,7 @@ class TrainerNode(Node):
         self._pair(msg, label[1])
 
     def _on_label(self, msg: CloudLabel) -> None:
-        key = (msg.robot_id, int(msg.seq))
+        key = self._key(msg)
         with self.lock:
             self.counts['labels'] += 1
             frame = self.frames.pop(key, None)
@@ -219,10 +233,24 @@ class TrainerNode(Node):
         robot = self._robot(frame.robot_id)
         feats = np.asarray(frame.features, np.float64)
         prop = pf.propensity(robot.policy, feats) if feats.size == 3 else 1.0
-        robot.distiller.add(rgb, lab, int(frame.seq), feats if feats.size else None, prop)
+        seq = self._continued_seq(robot, int(frame.seq))
+        robot.distiller.add(rgb, lab, seq, feats if feats.size else None, prop)
         with self.lock:
             self.counts['pairs'] += 1
             robot.pairs += 1
+
+    def _continued_seq(self, robot: Robot, seq: int) -> int:
+        with self.lock:
+            s = seq + robot.seq_base
+            restarted = s < robot.last_seq - SEQ_REORDER
+            if restarted:  # the edge counts from 0 again: continue after what came before
+                robot.seq_base = robot.last_seq + 1 - seq
+                s = robot.last_seq + 1
+            robot.last_seq = max(robot.last_seq, s)
+        if restarted:
+            self.get_logger().info(f'{robot.robot_id}: seq went back to {seq} (edge '
+                                   f'restarted?): continued as {s}')
+        return s
 
     def _robot(self, robot_id: str) -> Robot:
         with self.lock:
