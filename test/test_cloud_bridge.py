@@ -79,6 +79,19 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
     n.create_subscription(CloudStats, '/laecips/stats_cloud', keep(stats), QOS)
     rosnode.wait_for_subscribers(pub, timeout=60.0)
     rosnode.wait_for_publishers('/laecips/cloud_labels', timeout=60.0)
+    # Discovery matches each direction on its own: until the bridge's label writer has
+    # matched our reader, its answers do not reach us. Probe until one does.
+    probes = []
+
+    def probe() -> bool:
+        with lock:
+            if any(m.robot_id == 'probe0' for m in labels):
+                return True
+        probes.append(_frame('probe0', len(probes)))
+        pub.publish(probes[-1])
+        return False
+
+    wait_until(probe, 60.0, 'a label for a probe frame', period=0.5)
 
     sent = {}
     for seq in range(6):
@@ -86,10 +99,13 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
             m = _frame(robot, seq)
             sent[(robot, seq)] = m
             pub.publish(m)
-    wait_until(lambda: len(labels) >= len(sent), 60.0, 'a label for each of 12 hard frames')
-    with lock:
-        got = {(m.robot_id, m.seq): m for m in labels}
-    assert len(labels) == len(got) == len(sent)  # every frame answered exactly once
+
+    def robots() -> list:
+        with lock:
+            return [m for m in labels if m.robot_id != 'probe0']
+    wait_until(lambda: len(robots()) >= len(sent), 60.0, 'a label for each of 12 hard frames')
+    got = {(m.robot_id, m.seq): m for m in robots()}
+    assert len(robots()) == len(got) == len(sent)  # every frame answered exactly once
     for key, lab in got.items():
         src = sent[key]
         assert lab.header.frame_id == src.header.frame_id
@@ -119,9 +135,12 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
     def settled():
         with lock:
             s = stats[-1] if stats else None
-        return s if s and s.frames_in == 20 and s.labels_out == 13 and s.rejected == 7 else None
+        n = len(probes)
+        return s if s and s.frames_in == 20 + n and s.labels_out == 13 + n \
+            and s.rejected == 7 else None
 
-    s = wait_until(settled, 30.0, 'stats: 20 in, 13 labelled, 7 rejected')
+    s = wait_until(settled, 30.0, f'stats: {20 + len(probes)} in, {13 + len(probes)} '
+                   'labelled, 7 rejected')
     assert s.dropped_queue == 0 and s.labeller == 'torchscript' and s.device == 'cpu'
     assert s.bytes_out > 0 and s.bytes_in > 200_000
     assert not any(m.seq in bad for m in labels)
