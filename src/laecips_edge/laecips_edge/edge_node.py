@@ -138,6 +138,9 @@ class EdgeNode(Node):
 
         # Counters (EdgeStats) and the latest-frame slot, guarded by one lock.
         self.lock = threading.Lock()
+        # Held while an accepted update is swapped in, persisted and counted, and while stats
+        # are read, so a stats message never shows a new version without its count.
+        self.swap_lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.pending = None  # (msg, seq)
         self.c = dict.fromkeys(['frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded',
@@ -360,10 +363,9 @@ class EdgeNode(Node):
         except Exception as e:  # an exception here would stop the executor, i.e. the node
             reason = f'internal error: {e!r}'[:500]
             res.accepted = False
-        with self.lock:
-            self.c['updates_accepted' if res.accepted else 'updates_rejected'] += 1
-            if res.accepted:
-                self.c['weight_bytes_in'] += len(req.weights)
+        if not res.accepted:  # accepted ones are counted with the swap (_apply_update)
+            with self.lock:
+                self.c['updates_rejected'] += 1
         res.reason = reason if not res.accepted else 'ok'
         res.active_version = self.segmenter.version
         text = (f'update v{req.version} ({len(req.weights)} bytes, rule '
@@ -402,17 +404,22 @@ class EdgeNode(Node):
             prepared = self.segmenter.prepare(sd, req.version, meta)
         elif policy is None:
             raise ValueError('empty request: no weights and no policy')
-        if prepared is not None:
-            self.segmenter.commit(prepared)
-        if policy is not None:
-            self.policy = policy
-        self._persist()
+        with self.swap_lock:
+            if prepared is not None:
+                self.segmenter.commit(prepared)
+            if policy is not None:
+                self.policy = policy
+            self._persist()
+            with self.lock:
+                self.c['updates_accepted'] += 1
+                self.c['weight_bytes_in'] += len(data)
         return 'ok'
 
     # --- stats ------------------------------------------------------------------------
     def _publish_stats(self) -> None:
         now = time.monotonic()
-        with self.lock:
+        with self.swap_lock, self.lock:
+            version, policy = self.segmenter.version, self.policy
             c = dict(self.c)
             lat = np.array(self.latencies) if self.latencies else None
             self.latencies.clear()
@@ -424,10 +431,10 @@ class EdgeNode(Node):
             msg.latency_p50_ms, msg.latency_p95_ms = (float(v) for v in
                                                       np.percentile(lat, [50, 95]))
         msg.upload_ratio = min(1.0, c['uploaded'] / c['masks_out']) if c['masks_out'] else 0.0
-        msg.model_version = self.segmenter.version
-        keys, values = self.policy.to_lists()
-        msg.policy = PolicyMsg(rule=self.policy.rule, keys=keys, values=values)
-        msg.threshold = float(self.policy.threshold)
+        msg.model_version = version
+        keys, values = policy.to_lists()
+        msg.policy = PolicyMsg(rule=policy.rule, keys=keys, values=values)
+        msg.threshold = float(policy.threshold)
         self.pub_stats.publish(msg)
 
     def close(self) -> None:
