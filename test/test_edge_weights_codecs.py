@@ -125,6 +125,27 @@ def test_segmenter_infer_and_swap(model, tmp_path):
     assert seg.version == 4 and out.version == 4 and (out.mask == 10).all()
 
 
+def test_swaps_reuse_two_traced_modules(model, tmp_path):
+    # Tracing on every push leaked ~15 MB a push (soak); updates must alternate between
+    # two traced modules and still run exactly the pushed weights.
+    path = tmp_path / 'w.safetensors'
+    weights.save(path, model.state_dict(), TINY)
+    seg = Segmenter.from_file(path, options=Options())
+    rgb = np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    seen = set()
+    for v in range(4, 10):
+        torch.manual_seed(v)
+        sd = {k: (t + 0.05 * torch.randn_like(t)) if k.endswith('weight') and t.dim() == 4
+              else t.clone() for k, t in model.state_dict().items()}
+        seg.swap(sd, v)
+        seen.add(id(seg._active.model))
+        fresh = Segmenter(TINY, sd, Options())  # traced anew: the reference
+        a, b = seg.infer(rgb, want_logits=True), fresh.infer(rgb, want_logits=True)
+        assert a.version == v
+        assert torch.allclose(a.logits, b.logits, atol=1e-4), v
+    assert len(seen) == 2, f'{len(seen)} traced modules for 6 swaps'
+
+
 def _image(arr, encoding, pad=0):
     h, w = arr.shape[:2]
     ch = 1 if arr.ndim == 2 else arr.shape[2]
