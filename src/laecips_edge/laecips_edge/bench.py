@@ -4,7 +4,7 @@
 Edge speed benchmark at 360x480, as JSON: raw model variants side by side, then the node.
 
 1. ``raw``: model forward fps for each variant (threads, no_grad vs inference_mode,
-   channels_last, BatchNorm folding, TorchScript freeze, input resolution), all built from a
+   channels_last, BatchNorm folding, TorchScript trace, input resolution), all built from a
    state_dict (the path weight updates take), plus ``Segmenter.infer`` fps (resize,
    normalise, forward, hardness, 360x480 mask) for the node's configuration.
 2. ``node``: the edge node in its own process, this process as the camera (360x480 rgb8,
@@ -59,7 +59,7 @@ RAW_VARIANTS = [  # name, Options kwargs, grad mode
     ('+inference_mode', dict(fuse_bn=False, channels_last=False, jit=False), 'inference'),
     ('+channels_last', dict(fuse_bn=False, channels_last=True, jit=False), 'inference'),
     ('+fuse_bn', dict(fuse_bn=True, channels_last=True, jit=False), 'inference'),
-    ('+jit trace+freeze (default)', dict(), 'inference'),
+    ('+jit trace (default)', dict(), 'inference'),
     ('default, contiguous', dict(channels_last=False), 'inference'),
 ]
 DEFAULT_VARIANT = 4

@@ -33,7 +33,7 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -88,10 +88,13 @@ class EdgeNode(Node):
         'input_height': (0, "model input height; 0 = the weights' metadata"),
         'input_width': (0, "model input width; 0 = the weights' metadata"),
         'mask_res': ('half', "argmax at 'full', 'model', 'half' or 'native' size, then nearest"),
-        'jit': (True, 'trace + freeze the model (TorchScript) when it is built or swapped'),
+        'jit': (True, 'trace the model (TorchScript) once; updates load into a second copy'),
         'input_type': ('image', "'image' (sensor_msgs/Image) or 'compressed'"),
         'camera_topic': ('/camera/image_raw', 'camera topic (/compressed added for compressed)'),
         'image_qos': ('sensor_data', "'sensor_data' (best effort) or 'reliable'"),
+        'image_depth': (10, 'camera frames DDS queues for the node (keep last N); frames '
+                            'overwritten there are never seen, so never counted: raise N if '
+                            'the node can be starved of CPU'),
         'policy_rule': ('fixed', 'never | always | random | fixed | entropy | learned'),
         'policy_params': ('', 'policy parameters: JSON or k=v,k=v (e.g. rate=0.2)'),
         'seed': (0, 'seed of the random policy'),
@@ -152,7 +155,12 @@ class EdgeNode(Node):
         self.uploads: OrderedDict[tuple[int, int, int], tuple[int, int]] = OrderedDict()
         self.log_times: dict[str, tuple[float, int]] = {}  # kind -> (last line, suppressed)
 
-        qos = RELIABLE if p['image_qos'] == 'reliable' else qos_profile_sensor_data
+        if p['image_depth'] < 1:
+            raise ValueError(f"parameter image_depth must be >= 1, not {p['image_depth']}")
+        # sensor_data = best effort, volatile, keep last (rclpy's profile, our depth).
+        qos = QoSProfile(depth=p['image_depth'], reliability=(
+            ReliabilityPolicy.RELIABLE if p['image_qos'] == 'reliable'
+            else ReliabilityPolicy.BEST_EFFORT))
         compressed = p['input_type'] == 'compressed'
         topic = p['camera_topic']
         if compressed and not topic.endswith('/compressed'):
@@ -366,6 +374,7 @@ class EdgeNode(Node):
         if not res.accepted:  # accepted ones are counted with the swap (_apply_update)
             with self.lock:
                 self.c['updates_rejected'] += 1
+        engine.release_memory()  # see there: RSS would ratchet up with every push
         res.reason = reason if not res.accepted else 'ok'
         res.active_version = self.segmenter.version
         text = (f'update v{req.version} ({len(req.weights)} bytes, rule '

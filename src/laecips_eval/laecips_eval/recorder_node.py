@@ -249,11 +249,11 @@ def main(args: list[str] | None = None) -> int:
         node = RecorderNode()
         executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
-        spin = threading.Thread(target=executor.spin, daemon=True)
-        spin.start()
-        while not node.done.wait(0.2):
-            if not rclpy.ok():
-                break
+        # Spun from this thread: a spin thread still inside rcl when the interpreter exits
+        # (executor.shutdown can time out under load) aborted the process ('terminate called
+        # without an active exception') after the results were written.
+        while not node.done.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.2)
         out = node.write()
         t = out['totals']
         nan = sum(1 for f in out['frames'] if math.isnan(f['latency_s']))
