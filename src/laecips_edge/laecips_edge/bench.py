@@ -226,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     frames = _frames()
     # Large frames between processes: the shared-memory profile, unless one is set already.
     shm = Path(os.environ.get('LAECIPS_ROOT', Path.cwd())) / 'config' / 'fastdds_shm.xml'
-    if shm.is_file():
-        os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(shm))
+    if shm.is_file():  # Fast DDS 2.x (Jazzy) reads the first name only, 3.x the second
+        for var in ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE'):
+            os.environ.setdefault(var, str(shm))
     report = {'camera': [H, W], 'weights': str(path), 'model_input': list(meta.input_size),
               'cpu_count': os.cpu_count(), 'torch': torch.__version__,
               'loadavg_before': os.getloadavg(),

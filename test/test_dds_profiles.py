@@ -1,0 +1,58 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""The Fast DDS profiles users are told to export load without a parser error."""
+
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+from laecips_eval import netlink
+
+CONFIG = Path(__file__).resolve().parents[1] / 'config'
+# A node that publishes once: writers are where a publishMode / flow controller applies.
+NODE = """
+import rclpy
+from std_msgs.msg import String
+rclpy.init()
+node = rclpy.create_node('profile_check')
+node.create_publisher(String, 'profile_check', 10).publish(String(data='x'))
+node.destroy_node()
+rclpy.shutdown()
+print('ok')
+"""
+
+
+def _load(path: Path) -> tuple[int, str]:
+    """Return the node's exit code and its output (Fast DDS logs errors on either stream)."""
+    env = dict(os.environ, RMW_FASTRTPS_PUBLICATION_MODE='AUTO',
+               FASTRTPS_DEFAULT_PROFILES_FILE=str(path),
+               FASTDDS_DEFAULT_PROFILES_FILE=str(path))
+    r = subprocess.run([sys.executable, '-c', NODE], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    return r.returncode, r.stdout
+
+
+@pytest.mark.parametrize('name', ['fastdds_shm.xml', 'fastdds_udp.xml'])
+def test_config_profile_loads(name):
+    code, out = _load(CONFIG / name)
+    assert code == 0 and out.strip().endswith('ok'), out[-2000:]
+    assert 'Error' not in out, out[-2000:]
+
+
+def test_link_profile_loads(tmp_path):
+    path = tmp_path / 'link.xml'
+    path.write_text(netlink.profile('127.0.0.1', 20e6))
+    code, out = _load(path)
+    assert code == 0 and 'Error' not in out, out[-2000:]
+
+
+def test_a_broken_profile_is_noticed(tmp_path):
+    # The check above can fail: Fast DDS reports unknown elements on stderr.
+    path = tmp_path / 'bad.xml'
+    path.write_text((CONFIG / 'fastdds_udp.xml').read_text().replace(
+        '<useBuiltinTransports>', '<useBuiltinTransport>1</useBuiltinTransport>'
+        '<useBuiltinTransports>'))
+    assert 'Error' in _load(path)[1]
