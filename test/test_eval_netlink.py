@@ -147,7 +147,7 @@ def test_a_large_message_crosses_the_paced_link_without_drops():
     if why:
         pytest.fail(f'the namespace link test must run (as root): {why}')
     size = 3_000_000  # more than the link's queue (20 Mbit/s / 16 = 1.25 MB)
-    link = netlink.Link('20mbit,50ms,0.0')
+    link = netlink.Link('20mbit,50ms,0.0', paced=('edge', 'cloud'))  # the echo sends too
     with link:
         echo = link.popen('cloud', [sys.executable, '-m', 'laecips_eval.link_probe', 'echo'],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -13,9 +13,9 @@ At the end it stops the cameras, waits until the edges' counters settle, and rep
 - per robot: frames published against frames_in = masks_out + skipped + rejected, with the
   uploads, ``no_cloud`` and labels; the bridge's drops; the trainer's weight pushes.
 
-The edges' camera queue is ``--image-depth`` deep (50, 5 s at 10 Hz): with the default 10,
-1-2 % of the frames were overwritten in DDS on this overloaded 2-core machine before an
-edge's callback ran, where no node can count them (``lost_before_node``).
+Frames DDS gives up before they reach an edge (its reliable camera writer dropped them
+undelivered while the edge was starved of CPU) are counted by the edge as ``camera_lost``
+(the message_lost event): published = frames_in + camera_lost.
 
 Example: ``./laecips soak --robots 4 --rate 10 --minutes 10 --out reports/soak.json``.
 """
@@ -98,6 +98,12 @@ def frames(camvid: str | None, n: int = 24) -> list[np.ndarray]:
     return [f.rgb() for f in got[::step][:n]]
 
 
+def accounted(published: int, m) -> bool:
+    """Every published frame: received and handled, or counted lost in DDS (EdgeStats)."""
+    return (published == m.frames_in + m.camera_lost
+            and m.frames_in == m.masks_out + m.skipped + m.rejected)
+
+
 class Cameras:
     """Publish frames on every robot's camera topic and record what the system reports."""
 
@@ -145,9 +151,8 @@ class Cameras:
 
     def settled(self) -> bool:
         with self.lock:
-            return all(r in self.edge and self.edge[r].frames_in == n and n == (
-                self.edge[r].masks_out + self.edge[r].skipped + self.edge[r].rejected)
-                for r, n in self.sent.items())
+            return all(r in self.edge and accounted(n, self.edge[r])
+                       for r, n in self.sent.items())
 
     def close(self) -> None:
         import rclpy
@@ -160,8 +165,7 @@ def run(args: argparse.Namespace) -> dict:
     robots = [f'robot{i + 1}' for i in range(args.robots)]
     argv = [sys.executable, '-m', 'laecips_bringup.cli', 'up', 'all',
             '--camera-topic', '/{robot_id}/camera/image_raw',
-            '--set', 'edge.image_qos=reliable', '--set', 'edge.stats_period=1.0',
-            '--set', f'edge.image_depth={args.image_depth}']
+            '--set', 'edge.image_qos=reliable', '--set', 'edge.stats_period=1.0']
     for r in robots:
         argv += ['--robot-id', r]
     for s in args.set:
@@ -214,14 +218,13 @@ def run(args: argparse.Namespace) -> dict:
                         for n, s in series.items()}
     out['max_growth_pct'] = max((p['growth_pct'] for p in out['processes'].values()
                                  if p['growth_pct'] is not None), default=None)
-    keys = ('frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded', 'no_cloud',
-            'labels_in', 'updates_accepted', 'model_version')
-    # lost_before_node: overwritten in the edge's DDS camera queue (image_depth) before its
-    # callback ran, which no node can count; 0 when every frame is accounted for.
+    keys = ('frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost', 'uploaded',
+            'no_cloud', 'labels_in', 'updates_accepted', 'model_version')
+    # uncounted: published, yet neither received nor reported lost by DDS; 0 when accounted.
     out['edges'] = {r: {'published': cams.sent[r], **{k: int(getattr(m, k)) for k in keys},
-                        'lost_before_node': cams.sent[r] - int(m.frames_in),
-                        'accounted': cams.sent[r] == m.frames_in == m.masks_out + m.skipped
-                        + m.rejected} for r, m in sorted(cams.edge.items())}
+                        'uncounted': cams.sent[r] - int(m.frames_in) - int(m.camera_lost),
+                        'accounted': accounted(cams.sent[r], m)}
+                    for r, m in sorted(cams.edge.items())}
     c = cams.cloud
     out['cloud'] = {k: int(getattr(c, k)) for k in ('frames_in', 'labels_out', 'dropped_queue',
                                                    'rejected', 'queue_len')} if c else {}
@@ -240,9 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--minutes', type=float, default=10.0)
     p.add_argument('--warmup', type=float, default=2.0, help='minutes before growth counts')
     p.add_argument('--sample', type=float, default=5.0, help='seconds between RSS samples')
-    p.add_argument('--image-depth', type=int, default=50,
-                   help="edges' camera queue (edge.image_depth): deep enough that a starved "
-                        'edge still sees every frame and counts what it skips')
     p.add_argument('--camvid', default=None, help='CamVid folder (default: found like demo)')
     p.add_argument('--set', action='append', default=[], metavar='NODE.KEY=VALUE',
                    help='parameter override passed to laecips up')

@@ -31,6 +31,7 @@ import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -146,8 +147,8 @@ class EdgeNode(Node):
         self.swap_lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.pending = None  # (msg, seq)
-        self.c = dict.fromkeys(['frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded',
-                                'bytes_up', 'no_cloud', 'labels_in', 'bytes_down',
+        self.c = dict.fromkeys(['frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost',
+                                'uploaded', 'bytes_up', 'no_cloud', 'labels_in', 'bytes_down',
                                 'labels_rejected', 'updates_accepted', 'updates_rejected',
                                 'weight_bytes_in'], 0)
         self.latencies: deque[float] = deque(maxlen=10000)
@@ -166,7 +167,8 @@ class EdgeNode(Node):
         if compressed and not topic.endswith('/compressed'):
             topic += '/compressed'
         self.create_subscription(CompressedImage if compressed else Image, topic,
-                                 self._on_frame, qos)
+                                 self._on_frame, qos, event_callbacks=SubscriptionEventCallbacks(
+                                     message_lost=self._on_camera_lost))
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_mask = self.create_publisher(Image, '~/mask', out_qos)
         self.pub_color = self.create_publisher(Image, '~/mask_color', out_qos)
@@ -336,6 +338,14 @@ class EdgeNode(Node):
                              f'{int(label[bad][0])} (classes 0..{cm.num_classes - 1}, void '
                              f'{cm.void})')
         return label
+
+    def _on_camera_lost(self, info) -> None:
+        # Frames that never reach _on_frame would otherwise vanish from the accounting.
+        n = int(info.total_count_change)
+        with self.lock:
+            self.c['camera_lost'] += max(0, n - 1)  # _reject counts one
+        self._reject('camera_lost', f'{n} camera frame(s) lost in DDS before reaching the node '
+                                    f'({info.total_count} in all)')
 
     def _reject(self, counter: str, text: str, error: bool = False) -> None:
         """Count a rejected input and log it, one line per kind of problem per LOG_PERIOD."""

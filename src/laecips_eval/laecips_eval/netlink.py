@@ -54,7 +54,10 @@ PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
 # fragments of a large message (a 3.3 MB weight push) at once, the link's queue drops most,
 # and the NACK-driven repairs flood it (a 3.3 MB probe: 27 MB on the wire, 84,570 frames
 # dropped, never delivered in 40 s; paced at 80 % of 20 Mbit/s: delivered in 1.65 s, 0
-# drops). The writer profile applies only with RMW_FASTRTPS_PUBLICATION_MODE=AUTO.
+# drops). The writer profile applies only with RMW_FASTRTPS_PUBLICATION_MODE=AUTO. Fast DDS
+# paces all of a participant's writers, local readers or not, so only the cloud side is
+# paced by default: it sends the pushes, while the edge side's large traffic (camera ->
+# edge, 518 kB frames) stays on the robot; paced too, it added ~150 ms to every frame.
 FLOW_CONTROLLER = """
         <flow_controller_descriptor_list>
           <flow_controller_descriptor>
@@ -163,9 +166,9 @@ class Link:
 
     def __init__(self, spec: LinkSpec | str = LinkSpec(), prefix: str | None = None,
                  net: int | None = None, queue_bytes: int | None = None, mtu: int = 1500,
-                 pacing: bool = True):
+                 paced: tuple[str, ...] = ('cloud',)):
         self.spec = parse_spec(spec) if isinstance(spec, str) else spec
-        self.pacing = pacing  # DDS writers paced below the link rate (see FLOW_CONTROLLER)
+        self.paced = paced  # roles whose DDS writers are paced below the link rate
         pid = os.getpid() % 100000
         self.prefix = prefix or f'lae{pid}'
         self.net = net if net is not None else 100 + pid % 100
@@ -221,7 +224,7 @@ class Link:
             _ip('-n', ns, 'link', 'set', tap, 'up', 'multicast', 'on')
             _ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', tap)
             (self.dir / f'fastdds_{role}.xml').write_text(
-                profile(self.addr[role], self.spec.rate_bps, self.pacing))
+                profile(self.addr[role], self.spec.rate_bps, role in self.paced))
 
     def close(self) -> None:
         """Stop processes in the namespaces and the forwarder, delete the namespaces."""
