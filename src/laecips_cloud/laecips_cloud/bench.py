@@ -15,7 +15,7 @@ Cloud labeller benchmark (JSON): latency per frame and throughput vs batch size.
   quality filters than with real weights, so the post-processing share is optimistic.
 * ``--miou``: ESPNet-C on CamVid test, one confusion matrix per subset (day = Seq05VD,
   dusk = 0001TP; 11 classes, void ignored), with the per-channel statistics of CamVid train
-  recomputed as the authors' loader does. Needs the laecips_eval package (metrics).
+  recomputed as the authors' loader does (metrics from laecips_edge.metrics).
 """
 
 from __future__ import annotations
