@@ -42,7 +42,7 @@ import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
@@ -434,7 +434,9 @@ def main(args=None) -> None:
     node = None
     try:
         node = TrainerNode()
-        executor = MultiThreadedExecutor(num_threads=3)
+        # Every callback is short (training has its own threads, pushes are call_async):
+        # rclpy's MultiThreadedExecutor only cost CPU here (see laecips_edge.edge_node).
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

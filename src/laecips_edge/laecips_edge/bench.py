@@ -147,11 +147,18 @@ def bench_node(weights_path: str, frames, seconds: float, threads: int,
         return t
     try:
         deadline = time.monotonic() + 120
-        while pub.get_subscription_count() == 0 or not stats:
+        # Both directions matched (discovery matches each on its own: a mask published
+        # before its subscription matched is lost, and the loop below would wait it out).
+        while (pub.get_subscription_count() == 0 or not stats
+               or node.count_publishers('/bench/edge/mask') == 0):
             if node_proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError('edge node did not start: '
                                    + node_proc.stderr.read().decode()[-2000:])
             time.sleep(0.05)
+        for n in range(5):  # warm-up: the node's first frames, not part of the measure
+            t = send(n)
+            with cond:
+                cond.wait_for(lambda: t in got, 5.0)
         # Closed loop: the next frame goes out when the previous mask is back.
         lat, n, t0 = [], 0, time.monotonic()
         while time.monotonic() - t0 < seconds:
@@ -162,6 +169,7 @@ def bench_node(weights_path: str, frames, seconds: float, threads: int,
                 lat.append((got[t] - t) / 1e6)
             n += 1
         closed = {'fps': round(len(lat) / (time.monotonic() - t0), 1),
+                  'no_mask_in_5s': n - len(lat),
                   'latency_ms_p50': round(float(np.percentile(lat, 50)), 2),
                   'latency_ms_p95': round(float(np.percentile(lat, 95)), 2)}
         # Open loop: a 30 Hz camera.
@@ -176,7 +184,9 @@ def bench_node(weights_path: str, frames, seconds: float, threads: int,
         last = stats[-1]
         opened = {'camera_hz': 30, 'sent': len(sent), 'masks': len(lat),
                   'fps': round(len(lat) / (now - t0), 1),
+                  'frames_in': last.frames_in - base.frames_in,
                   'skipped': last.skipped - base.skipped,
+                  'camera_lost': last.camera_lost - base.camera_lost,
                   'latency_ms_p50': round(float(np.percentile(lat, 50)), 2),
                   'latency_ms_p95': round(float(np.percentile(lat, 95)), 2),
                   'node_reported_p50_ms': round(last.latency_p50_ms, 2)}

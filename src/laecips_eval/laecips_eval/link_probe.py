@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=ros)
     try:
         return echo() if args.mode == 'echo' else ping(args.count, args.size, args.timeout)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C, SIGTERM
         return 0
     finally:
         rclpy.try_shutdown()

@@ -247,7 +247,7 @@ def main(args: list[str] | None = None) -> int:
     code = 0
     try:
         node = RecorderNode()
-        executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
+        executor = rclpy.executors.SingleThreadedExecutor()  # short callbacks only
         executor.add_node(node)
         # Spun from this thread: a spin thread still inside rcl when the interpreter exits
         # (executor.shutdown can time out under load) aborted the process ('terminate called
