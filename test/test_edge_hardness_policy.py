@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from laecips_edge import hardness
-from laecips_edge.policy import Policy, PolicyError
+from laecips_edge.policy import Budget, Policy, PolicyError
 
 
 def _logits_with_top_prob(p: float, c: int = 11) -> float:
@@ -112,3 +112,32 @@ def test_node_helpers_parse_params():
     assert parse_params('') == {}
     assert parse_params('rate=0.3, easy=0.9') == {'rate': 0.3, 'easy': 0.9}
     assert parse_params('{"threshold": 0.25}') == {'threshold': 0.25}
+
+
+def _run(budget: Budget, n: int) -> str:
+    """Offer n wanted frames: s = sent, x = held back."""
+    return ''.join('s' if budget.admit(True) else 'x' for _ in range(n))
+
+
+def test_budget_token_bucket():
+    # No budget: every wanted frame goes.
+    free = Budget()
+    free.configure(Policy('always'))
+    assert all(free.admit(True) for _ in range(50)) and not free.admit(False)
+    # 0.25 a frame, 3 deep, starting full: a burst of 3 (+ what it gains meanwhile), then
+    # every 4th frame; frames not wanted save tokens, up to 3.
+    b = Budget()
+    b.configure(Policy('always', {'budget': 0.25, 'burst': 3}))
+    assert _run(b, 11) == 'sssxsxxxsxx'
+    assert [b.admit(False) for _ in range(8)] == [False] * 8  # 0.5 + 8 * 0.25 = 2.5 saved
+    assert _run(b, 4) == 'sssx'
+    # A new budget keeps the tokens left (0.5): a push must not refill the bucket.
+    b.configure(Policy('always', {'budget': 0.5, 'burst': 1}))
+    assert _run(b, 4) == 'sxsx'
+    assert Policy('fixed').budget() == (1.0, 1.0)
+    for bad in ({'budget': 0.0}, {'budget': 1.5}, {'budget': 0.3, 'burst': 0.5},
+                {'budget': 0.3, 'burst': 1e9}):
+        with pytest.raises(PolicyError, match='budget'):
+            Policy('always', bad)
+    keys, values = Policy('learned', {'budget': 0.3, 'burst': 10}).to_lists()
+    assert Policy.from_lists('learned', keys, values).budget() == (0.3, 10.0)

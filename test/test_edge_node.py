@@ -157,6 +157,21 @@ def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
                'the restarted node to report version 2')
     assert peer.stats[-1].policy.rule == 'never'
 
+    # A policy-only push with an upload budget: always, but at most every other frame (a
+    # token bucket of depth 1 gaining 0.5 a frame); the rest are counted as held back.
+    res = peer.call(2, b'', rule='always', keys=['budget', 'burst'], values=[0.5, 1.0])
+    assert res.accepted and res.active_version == 2, res.reason
+    with peer.lock:  # the restarted node counts from zero
+        peer.sent = 0
+        peer.masks.clear()
+        peer.hard.clear()
+    peer.send(12, 4000)
+    stats = wait_until(peer.accounted, 60.0, 'frames accounted for under the budget')
+    n = stats.masks_out
+    assert stats.policy.rule == 'always' and n >= 4
+    assert stats.uploaded == (n + 1) // 2 and stats.held_back == n // 2, (n, stats)
+    wait_until(lambda: len(peer.hard) == stats.uploaded, 30.0, 'the budgeted hard frames')
+
 
 @pytest.mark.parametrize('jpeg', [False, True], ids=['raw', 'compressed'])
 def test_edge_node_never_uploads_and_survives_bad_frames(procs, rosnode, tmp_path, jpeg):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from laecips_cloud import policy_fit as pf
-from laecips_edge.policy import Policy
+from laecips_edge.policy import Budget, Policy
 
 
 def _stream(n: int = 2000, seed: int = 0, level: float = 1.0):
@@ -137,3 +137,25 @@ def test_budget_is_a_rate_over_the_recent_stream():
     assert _uploads(over_history.policy, dusk_f).mean() > 0.9  # would send nearly every frame
     assert _uploads(over_recent.policy, dusk_f).mean() == pytest.approx(0.3, abs=0.04)
     assert pf.recent_mask(np.array([5, 1000]), 10, min_frames=2).all()
+
+
+def test_edge_budget_caps_a_drifting_stream_that_the_threshold_lets_through():
+    # The threshold is fitted on day frames; every dusk frame then scores above it. With
+    # burst > 0 the policy carries a token bucket that holds the edge to the target anyway.
+    day_f, day_d = _stream(n=400, seed=8, level=0.3)
+    dusk_f, _ = _stream(n=300, seed=9)
+    dusk_f[:, 0] *= 0.5
+    free = pf.fit_learned(day_f, day_d, 0.3, explore=0.0, min_disagreement=0.0)
+    capped = pf.fit_learned(day_f, day_d, 0.3, explore=0.0, min_disagreement=0.0, burst=10)
+    assert 'budget' not in free.policy.params
+    assert (capped.policy.params['budget'], capped.policy.params['burst']) == (0.3, 10.0)
+    wanted = _uploads(capped.policy, dusk_f)
+    assert wanted.mean() > 0.6  # the threshold alone: more than twice the target
+    budget = Budget()
+    budget.configure(capped.policy)
+    sent = np.array([budget.admit(w) for w in wanted])
+    assert sent[np.nonzero(wanted)[0][:10]].all()  # the burst goes out at once
+    assert sent.sum() <= 10 + 0.3 * len(sent) and sent.mean() == pytest.approx(0.3, abs=0.05)
+    fixed = pf.fit_conf_ratio(day_f[:, 0], day_d, 0.3, explore=0.0, burst=5)
+    assert fixed.policy.budget() == (0.3, 5.0)
+    assert pf.budget_params(0.0, 10) == {} and pf.budget_params(0.3, 0) == {}

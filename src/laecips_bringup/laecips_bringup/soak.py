@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> dict:
     out['max_growth_pct'] = max((p['growth_pct'] for p in out['processes'].values()
                                  if p['growth_pct'] is not None), default=None)
     keys = ('frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost', 'uploaded',
-            'no_cloud', 'labels_in', 'updates_accepted', 'model_version')
+            'no_cloud', 'held_back', 'labels_in', 'updates_accepted', 'model_version')
     # uncounted: published, yet neither received nor reported lost by DDS; 0 when accounted.
     out['edges'] = {r: {'published': cams.sent[r], **{k: int(getattr(m, k)) for k in keys},
                         'uncounted': cams.sent[r] - int(m.frames_in) - int(m.camera_lost),

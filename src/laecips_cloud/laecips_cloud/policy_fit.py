@@ -179,7 +179,8 @@ def _clean(features: np.ndarray, dis: np.ndarray, weights: np.ndarray | None,
 def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: float,
                 weights: np.ndarray | None = None, min_disagreement: float = 0.1,
                 explore: float = 0.05, logistic: bool = False, ridge: float = 1e-3,
-                min_frames: int = 8, recent: np.ndarray | None = None) -> Fit:
+                min_frames: int = 8, recent: np.ndarray | None = None,
+                burst: float = 0.0) -> Fit:
     """
     Fit rule ``learned``: predicted disagreement = w . features + b (sigmoid if logistic).
 
@@ -188,7 +189,9 @@ def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: floa
     ``recent`` (a boolean mask) restricts the budget quantile to the frames that stand for
     the near future, e.g. the newest ones: the estimator learns from all frames, but the
     budget is a rate over the stream to come, not over the history (after day -> dusk a
-    quantile over mostly-day history would let every dusk frame through).
+    quantile over mostly-day history would let every dusk frame through). ``burst`` > 0
+    also caps the edge at that rate (policy ``budget``/``burst``, see
+    ``laecips_edge.policy.Budget``), because a threshold fitted on the past cannot.
     Raises ValueError with fewer than ``min_frames`` usable frames.
     """
     x, y, w, recent = _clean(features, dis, weights, recent)
@@ -206,7 +209,8 @@ def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: floa
     t_budget = top_threshold(pred[recent], share, w[recent])
     threshold = max(t_budget, float(min_disagreement))
     params.update(threshold=threshold, target_upload_ratio=float(target_upload_ratio),
-                  explore=float(explore), min_disagreement=float(min_disagreement))
+                  explore=float(explore), min_disagreement=float(min_disagreement),
+                  **budget_params(target_upload_ratio, burst))
     sel = pred > threshold
     ratio = _ratio(sel[recent], w[recent], explore)
     resid = y - pred
@@ -220,13 +224,13 @@ def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: floa
 def fit_conf_ratio(conf_ratio: np.ndarray, dis: np.ndarray, target_upload_ratio: float,
                    weights: np.ndarray | None = None, min_disagreement: float = 0.1,
                    explore: float = 0.05, p: float = 0.9, min_frames: int = 8,
-                   recent: np.ndarray | None = None) -> Fit:
+                   recent: np.ndarray | None = None, burst: float = 0.0) -> Fit:
     """
     Fit only the threshold of the reference rule ``fixed``: upload when conf_ratio <= easy.
 
     ``easy`` selects the lowest-confidence frames within the budget, and no frame whose
     disagreement, predicted by a straight line in conf_ratio, is below ``min_disagreement``.
-    ``recent``: as in :func:`fit_learned`.
+    ``recent``, ``burst``: as in :func:`fit_learned`.
     """
     x, y, w, recent = _clean(np.asarray(conf_ratio, np.float64).reshape(-1, 1), dis, weights,
                              recent)
@@ -247,11 +251,19 @@ def fit_conf_ratio(conf_ratio: np.ndarray, dis: np.ndarray, target_upload_ratio:
     sel = c <= easy
     ratio = _ratio(sel[recent], w[recent], explore)
     params = {'p': float(p), 'easy': easy, 'target_upload_ratio': float(target_upload_ratio),
-              'explore': float(explore), 'min_disagreement': float(min_disagreement)}
+              'explore': float(explore), 'min_disagreement': float(min_disagreement),
+              **budget_params(target_upload_ratio, burst)}
     info = {'frames': int(len(y)), 'rule_share': share, 'budget_easy': easy_budget,
             'floor_easy': easy_floor, 'slope': float(slope), 'intercept': float(icpt),
             'corr': _corr(-c, y, w)}
     return Fit(Policy('fixed', params), ratio, info)
+
+
+def budget_params(target_upload_ratio: float, burst: float) -> dict[str, float]:
+    """Return the policy parameters that cap the edge at the target (none if burst <= 0)."""
+    if burst <= 0 or not 0 < target_upload_ratio <= 1:
+        return {}
+    return {'budget': float(target_upload_ratio), 'burst': float(max(burst, 1.0))}
 
 
 def _ratio(sel: np.ndarray, w: np.ndarray, explore: float) -> float:

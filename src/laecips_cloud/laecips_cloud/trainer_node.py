@@ -122,6 +122,8 @@ class TrainerNode(Node):
         'target_upload_ratio': (0.3, 'bandwidth budget: fraction of frames to upload'),
         'min_disagreement': (0.1, 'never upload frames predicted to disagree less than this'),
         'explore': (0.05, 'fraction of rule-easy frames uploaded anyway (unbiased samples)'),
+        'budget_burst': (10.0, 'the pushed policy caps the edge at target_upload_ratio with '
+                               'bursts of this many frames (token bucket); 0 = threshold only'),
         'policy_window': (60, 'camera frames (by seq) whose labelled ones set the budget '
                                'threshold: the budget is a rate over the near future'),
         'policy_min_pairs': (8, 'pairs between two policy-only pushes (push_mode policy)'),
@@ -298,7 +300,7 @@ class TrainerNode(Node):
             w = np.array([1.0 / max(q.propensity, 1e-3) for q in pairs])
             recent = pf.recent_mask([q.seq for q in pairs], self.p['policy_window'])
             args = dict(weights=w, min_disagreement=self.p['min_disagreement'],
-                        explore=self.p['explore'], recent=recent)
+                        explore=self.p['explore'], recent=recent, burst=self.p['budget_burst'])
             if self.p['policy_rule'] == 'fixed':
                 fit = pf.fit_conf_ratio(feats[:, 0], dis, self.p['target_upload_ratio'], **args)
             else:

@@ -45,7 +45,7 @@ from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
 from laecips_edge import codecs, engine, signing, weights
-from laecips_edge.policy import Policy, PolicyError
+from laecips_edge.policy import Budget, Policy, PolicyError
 from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
@@ -144,6 +144,8 @@ class EdgeNode(Node):
         engine.set_threads(p['num_threads'])
         self.rng = np.random.default_rng(p['seed'])
         self.segmenter, self.policy = self._load_model(p)
+        self.budget = Budget()  # the policy's upload budget, if it has one
+        self.budget.configure(self.policy)
         self.get_logger().info(
             f'robot {self.robot_id}: {self.segmenter.meta.arch} v{self.segmenter.version} '
             f'input {self.segmenter.input_size}, policy {self.policy.to_json()}')
@@ -156,7 +158,8 @@ class EdgeNode(Node):
         self.wake = threading.Condition(self.lock)
         self.pending = None  # (msg, seq)
         self.c = dict.fromkeys(['frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost',
-                                'uploaded', 'bytes_up', 'no_cloud', 'labels_in', 'bytes_down',
+                                'uploaded', 'bytes_up', 'no_cloud', 'held_back', 'labels_in',
+                                'bytes_down',
                                 'labels_rejected', 'updates_accepted', 'updates_rejected',
                                 'weight_bytes_in'], 0)
         self.latencies: deque[float] = deque(maxlen=10000)
@@ -282,7 +285,11 @@ class EdgeNode(Node):
         if self.pub_overlay.get_subscription_count():
             self.pub_overlay.publish(codecs.array_to_image(engine.overlay(rgb, res.mask, cm),
                                                            Image, 'rgb8', msg.header))
-        if self.policy.decide(res.features, self.rng):
+        want = self.policy.decide(res.features, self.rng)
+        with self.lock:
+            send = self.budget.admit(want)
+            self.c['held_back'] += int(want and not send)
+        if send:
             if self.pub_hard.get_subscription_count():
                 self._upload(msg, rgb, res, seq)
             else:  # nobody would receive it: skip the JPEG encoding, count it
@@ -468,6 +475,8 @@ class EdgeNode(Node):
                 self.segmenter.commit(prepared)
             if policy is not None:
                 self.policy = policy
+                with self.lock:
+                    self.budget.configure(policy)
             self._persist()
             with self.lock:
                 self.c['updates_accepted'] += 1

@@ -6,7 +6,8 @@ The upload policy: which frames the edge sends to the cloud, as a rule name plus
 It mirrors ``laecips_msgs/Policy`` (rule, keys[], values[]) so the trainer can fit one and
 push it, and it persists as JSON beside the weights. Features come from
 ``hardness.features``: [conf_ratio, entropy, margin]. Any rule with a threshold takes an
-optional ``explore`` rate (see :meth:`Policy.decide`).
+optional ``explore`` rate (see :meth:`Policy.decide`), and any rule an upload budget
+(``budget``, ``burst``: see :class:`Budget`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ DEFAULTS: dict[str, dict[str, float]] = {
 
 # Feature weights w0..w{MAX_WEIGHTS-1} of the learned rule (hardness.features has 3).
 MAX_WEIGHTS = 64
+# Deepest upload burst a budget may allow (frames).
+MAX_BURST = 10000.0
 
 
 class PolicyError(ValueError):
@@ -62,6 +65,10 @@ class Policy:
         nan = sorted(k for k, v in self.params.items() if math.isnan(v))
         if nan:  # every comparison with NaN is False: the rule would silently never fire
             raise PolicyError(f'policy parameters are NaN: {", ".join(nan)[:120]}')
+        budget, burst = self.params.get('budget'), self.params.get('burst', 1.0)
+        if budget is not None and not (0 < budget <= 1 and 1 <= burst <= MAX_BURST):
+            raise PolicyError(f'budget must be in (0, 1] and burst in [1, {MAX_BURST}], not '
+                              f'{budget} and {burst}')
         big = [k for k in self.params if (_weight_index(k) or 0) >= MAX_WEIGHTS]
         if big:  # weights() allocates up to the largest index, on every frame
             raise PolicyError(f'feature weight {big[0][:40]!r}: the learned rule takes at '
@@ -125,6 +132,12 @@ class Policy:
             return bool(rng.random() < explore)
         return hard
 
+    def budget(self) -> tuple[float, float]:
+        """Return (uploads per frame, burst in frames); (1, 1) when there is no budget."""
+        if 'budget' not in self.params:
+            return 1.0, 1.0
+        return self.params['budget'], self.params.get('burst', 1.0)
+
     # Serialisation: dict / JSON for files, keys+values lists for laecips_msgs/Policy.
     def to_dict(self) -> dict:
         return {'rule': self.rule, 'params': dict(self.params)}
@@ -166,3 +179,38 @@ class Policy:
     @staticmethod
     def load(path: str | os.PathLike) -> 'Policy':
         return Policy.from_json(Path(path).read_text())
+
+
+class Budget:
+    """
+    Hold uploads to a rate: a token bucket that gains ``rate`` tokens a frame, ``burst`` deep.
+
+    A fitted threshold is a quantile of frames already seen; under drift (day -> dusk) every
+    new frame can score above it and the rule alone would upload all of them. The bucket
+    caps the uploads of any run of n frames at ``burst + rate * n``, so a burst of hard
+    frames still goes out at once. It counts frames, not seconds: a budget is a fraction of
+    the camera stream, as the trainer's ``target_upload_ratio`` is.
+    """
+
+    def __init__(self, rate: float = 1.0, burst: float = 1.0) -> None:
+        self.rate, self.burst = float(rate), float(burst)
+        self.tokens = self.burst
+
+    def configure(self, policy: Policy) -> None:
+        """
+        Take a new policy's budget.
+
+        Coming from no budget the bucket starts full; from another budget the tokens saved
+        so far stay (at most the new burst), so a push never refills it.
+        """
+        unlimited = self.rate >= 1.0
+        self.rate, self.burst = policy.budget()
+        self.tokens = self.burst if unlimited else min(self.tokens, self.burst)
+
+    def admit(self, want: bool) -> bool:
+        """Account one frame; return True if it may be uploaded (``want`` and a token left)."""
+        self.tokens = min(self.burst, self.tokens + self.rate)
+        if want and self.tokens >= 1.0 - 1e-9:
+            self.tokens -= 1.0
+            return True
+        return False

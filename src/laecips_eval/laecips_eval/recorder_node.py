@@ -164,8 +164,9 @@ class RecorderNode(Node):
     def _on_stats(self, msg: EdgeStats) -> None:
         with self.lock:
             self.rec.stats = {k: getattr(msg, k) for k in (
-                'frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded', 'bytes_up',
-                'no_cloud', 'labels_in', 'bytes_down', 'updates_accepted', 'updates_rejected',
+                'frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost', 'uploaded',
+                'bytes_up', 'no_cloud', 'held_back', 'labels_in', 'bytes_down',
+                'updates_accepted', 'updates_rejected',
                 'weight_bytes_in', 'model_version', 'upload_ratio')}
 
     # ---- progress ----------------------------------------------------------------------
