@@ -43,7 +43,8 @@ class Peer:
                     'edge_msgs': 0, 'cloud_msgs': 0, 'cloud_queue_max': 0, 'violations': [],
                     'done': False}
         self.cam = node.create_publisher(Image, '/camera/image_raw', QOS)
-        node.create_subscription(Image, f'{ns}/edge/mask', self._add('masks'), QOS)
+        self.mask_sub = node.create_subscription(Image, f'{ns}/edge/mask', self._add('masks'),
+                                                 QOS)
         node.create_subscription(Image, f'{ns}/edge/mask_refined', self._add('refined'), QOS)
         node.create_subscription(EdgeStats, '/laecips/stats', self._on_edge, QOS)
         node.create_subscription(CloudStats, '/laecips/stats_cloud', self._on_cloud, QOS)
@@ -79,7 +80,10 @@ class Peer:
         os.replace(tmp, self.out)
 
     def camera(self, frames: int, hz: float, stop: threading.Event) -> None:
-        while self.cam.get_subscription_count() < 1 and not stop.wait(0.05):
+        # Both directions matched: discovery matches each on its own, and a mask published
+        # before this node's subscription matched would be lost to the record.
+        while (self.cam.get_subscription_count() < 1 or self.mask_sub.get_publisher_count() < 1) \
+                and not stop.wait(0.05):
             pass
         rng = np.random.default_rng(0)
         for i in range(frames):
