@@ -25,7 +25,9 @@ sample stands for the whole stream (Horvitz-Thompson) and the quantile that sets
 threshold is a quantile of *all* frames, not of the hard ones. With ``explore`` = 0 the
 estimate covers uploaded frames only and the budget is met conservatively (fewer uploads).
 The exploration uploads are paid from the budget: the rule gets (target - explore) /
-(1 - explore) of the frames.
+(1 - explore) of the frames. Frames the rule selected but the edge's budget held back
+(``budget``/``burst``) never reach the cloud; the uploaded ones are still weighted 1, so
+under a binding budget the hard end of the stream is under-represented.
 """
 
 from __future__ import annotations

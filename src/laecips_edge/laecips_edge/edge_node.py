@@ -144,8 +144,7 @@ class EdgeNode(Node):
         engine.set_threads(p['num_threads'])
         self.rng = np.random.default_rng(p['seed'])
         self.segmenter, self.policy = self._load_model(p)
-        self.budget = Budget()  # the policy's upload budget, if it has one
-        self.budget.configure(self.policy)
+        self.budget = Budget.of(self.policy)  # the policy's upload budget, if it has one
         self.get_logger().info(
             f'robot {self.robot_id}: {self.segmenter.meta.arch} v{self.segmenter.version} '
             f'input {self.segmenter.input_size}, policy {self.policy.to_json()}')
@@ -397,29 +396,27 @@ class EdgeNode(Node):
             if not busy:
                 self.updates_queued += 1
         if busy:  # requests may be tens of MB each: never hold an unbounded number
-            with self.lock:
-                self.c['updates_rejected'] += 1
-            res.accepted, res.active_version = False, self.segmenter.version
-            res.reason = f'busy: {MAX_QUEUED_UPDATES} updates already queued, try again later'
-            self.get_logger().warning(f'update v{req.version} rejected: {res.reason}')
-            return res
+            return self._on_update(req, res, refuse=f'busy: {MAX_QUEUED_UPDATES} updates '
+                                                    'already queued, try again later')
         done = Future(executor=self.executor)
 
         def run() -> None:
             try:
-                answer = self._on_update(req, res)
-            except Exception as e:  # _on_update answers everything; the caller must hear
-                res.accepted, res.reason = False, f'internal error: {e!r}'[:500]
-                answer = res
-            with self.lock:
-                self.updates_queued -= 1
-            done.set_result(answer)
-            self.update_done.trigger()  # wake the executor: the answer goes out now
+                self._on_update(req, res)
+            finally:  # the caller hears back whatever happened
+                with self.lock:
+                    self.updates_queued -= 1
+                done.set_result(res)
+                self.update_done.trigger()  # wake the executor: the answer goes out now
         self.updater.submit(run)
         return await done
 
-    def _on_update(self, req: UpdateWeights.Request, res: UpdateWeights.Response):
+    def _on_update(self, req: UpdateWeights.Request, res: UpdateWeights.Response,
+                   refuse: str | None = None):
+        """Apply an update (or refuse it unread with ``refuse``); count, log and answer."""
         try:
+            if refuse:
+                raise ValueError(refuse)
             reason = self._apply_update(req)
             res.accepted = True
         except (weights.WeightsError, PolicyError, ValueError) as e:

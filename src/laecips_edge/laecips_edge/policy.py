@@ -196,6 +196,11 @@ class Budget:
         self.rate, self.burst = float(rate), float(burst)
         self.tokens = self.burst
 
+    @staticmethod
+    def of(policy: Policy) -> 'Budget':
+        """Return a full bucket for ``policy``'s budget."""
+        return Budget(*policy.budget())
+
     def configure(self, policy: Policy) -> None:
         """
         Take a new policy's budget.
