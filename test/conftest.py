@@ -222,7 +222,7 @@ def rosnode():
 @pytest.fixture(scope='session')
 def camvid() -> Path:
     """CamVid root; skips, saying where it was looked for, when the data is missing."""
-    from laecips_edge import camvid as cv
+    from laecips_core import camvid as cv
     root = cv.find_root()
     if root is None:
         pytest.skip('CamVid not found: set LAECIPS_CAMVID or put the shared folder at '

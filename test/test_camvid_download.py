@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from laecips_edge import camvid as cv
+from laecips_core import camvid as cv
 from laecips_eval.camvid_download import download
 
 

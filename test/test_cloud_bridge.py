@@ -22,7 +22,7 @@ from sensor_msgs.msg import CompressedImage
 import torch
 
 from laecips_cloud.bridge_node import HardFrameError, check_robot_id, decode_hard_frame
-from laecips_edge import codecs
+from laecips_core import codecs
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
 
 QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)

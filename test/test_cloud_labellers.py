@@ -11,8 +11,8 @@ import torch
 
 from laecips_cloud.labellers import Labeller, create, names
 from laecips_cloud.labellers.espnet_c import Espnet
-from laecips_edge import camvid as cv
-from laecips_edge.classes import CAMVID
+from laecips_core import camvid as cv
+from laecips_core.classes import CAMVID
 
 
 class Bands(Labeller):
@@ -54,7 +54,7 @@ def test_espnet_c_camvid_floor(camvid, shared_models):
     # normalisation: day 50.5 mIoU / 85.5 % pixel acc, dusk 60.4 / 88.0 (full test set: 54.1
     # day, 58.0 dusk). Swapping to RGB order scores ~36 day / ~16 dusk, so the floors below
     # catch a wrong input convention with margin for numeric noise across CPUs.
-    from laecips_edge.metrics import confusion, miou, pixel_accuracy
+    from laecips_core.metrics import confusion, miou, pixel_accuracy
     lab = create('espnet_c', weights=str(shared_models / 'espnet_c_camvid.pth'), device='cpu')
     floors = {'day': (45.0, 80.0), 'dusk': (52.0, 82.0)}
     for subset, frames in (('day', cv.frames(camvid, 'test', (cv.DAY_TEST,))[::40]),

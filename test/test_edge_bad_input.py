@@ -27,8 +27,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from test_edge_node import KEY, NS, Peer, _start
 import torch
 
-from laecips_edge import codecs, signing, weights
-from laecips_edge.edge_node import factory_weights
+from laecips_core import codecs, signing, weights
+from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import CloudLabel, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from laecips_edge import hardness
-from laecips_edge.policy import Budget, Policy, PolicyError
+from laecips_core import hardness
+from laecips_core.policy import Budget, Policy, PolicyError
 
 
 def _logits_with_top_prob(p: float, c: int = 11) -> float:
@@ -108,7 +108,7 @@ def test_policy_serialisation(tmp_path):
 
 
 def test_node_helpers_parse_params():
-    from laecips_edge.edge_node import parse_params
+    from laecips_core.policy import parse_params
     assert parse_params('') == {}
     assert parse_params('rate=0.3, easy=0.9') == {'rate': 0.3, 'easy': 0.9}
     assert parse_params('{"threshold": 0.25}') == {'threshold': 0.25}

@@ -1,13 +1,13 @@
 # Copyright 2026 LAECIPS-ROS developers
 # SPDX-License-Identifier: Apache-2.0
-"""laecips_edge.metrics on constructed cases whose confusion matrix and mIoU are known."""
+"""laecips_core.metrics on constructed cases whose confusion matrix and mIoU are known."""
 
 import math
 
 import numpy as np
 import pytest
 
-from laecips_edge import metrics
+from laecips_core import metrics
 
 
 def test_perfect_prediction_is_one():

@@ -12,8 +12,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 import torch
 
-from laecips_edge import codecs, signing, weights
-from laecips_edge.edge_node import factory_weights
+from laecips_core import codecs, signing, weights
+from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import EdgeStats, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights

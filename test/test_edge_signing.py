@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from laecips_edge import signing
-from laecips_edge.signing import SigningError
+from laecips_core import signing
+from laecips_core.signing import SigningError
 
 KEY = b'0123456789abcdef0123456789abcdef'
 FIELDS = dict(robot_id='robot1', version=7, fmt='safetensors', weights_sha256='ab' * 32,

@@ -11,10 +11,10 @@ from PIL import Image
 import pytest
 import torch
 
-from laecips_edge import codecs, models, weights
-from laecips_edge.codecs import CodecError
+from laecips_core import codecs, models, weights
+from laecips_core.codecs import CodecError
+from laecips_core.weights import WeightsError, WeightsMeta
 from laecips_edge.engine import Options, Segmenter
-from laecips_edge.weights import WeightsError, WeightsMeta
 
 TINY = WeightsMeta(input_size=(64, 80), version=3, training_data='test')
 
@@ -77,7 +77,7 @@ def test_weights_rejects_pickle_sha_and_shape(model, tmp_path):
 def test_updates_keep_the_model_contract_and_finite_values(model):
     same = WeightsMeta(**{**TINY.__dict__, 'version': 9, 'training_data': 'more'})
     weights.check_compatible(same, TINY)  # weights, version and notes may change
-    from laecips_edge.classes import ClassMap
+    from laecips_core.classes import ClassMap
     for change in ({'input_size': (40000, 40000)}, {'arch_cfg': {'path': '/etc/passwd'}},
                    {'class_map': ClassMap(('a',) * 11, ((0, 0, 0),) * 11, 255)}):
         with pytest.raises(WeightsError, match='contract'):
@@ -210,7 +210,7 @@ def test_codecs_compressed_round_trip_and_corrupt():
 def test_torchscript_plugin(tmp_path):
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Upsample(scale_factor=0.5))
     torch.jit.script(net).save(str(tmp_path / 'm.pt'))
-    from laecips_edge.classes import ClassMap
+    from laecips_core.classes import ClassMap
     cm = ClassMap(('a', 'b', 'c', 'd'), ((0, 0, 0),) * 4, 255)
     (tmp_path / 'classes.json').write_text(cm.to_json())
     cfg = {'path': str(tmp_path / 'm.pt'), 'class_map': str(tmp_path / 'classes.json')}

@@ -36,7 +36,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 import torch
 
-from laecips_edge import codecs
+from laecips_core import codecs
 from laecips_msgs.msg import CloudStats, EdgeStats, WeightPush
 
 NS = '/robot1'

@@ -25,10 +25,10 @@ from PIL import Image
 import pytest
 import torch
 
-from laecips_edge import codecs, signing, weights
-from laecips_edge.codecs import CodecError
-from laecips_edge.policy import MAX_WEIGHTS, RULES, Policy, PolicyError
-from laecips_edge.weights import WeightsError
+from laecips_core import codecs, signing, weights
+from laecips_core.codecs import CodecError
+from laecips_core.policy import MAX_WEIGHTS, RULES, Policy, PolicyError
+from laecips_core.weights import WeightsError
 
 FUZZ = settings(derandomize=True, deadline=None, database=None, max_examples=300,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

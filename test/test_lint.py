@@ -55,6 +55,8 @@ def test_package_manifest(manifest):
         src = '\n'.join(p.read_text() for p in (manifest.parent / pkg).rglob('*.py'))
         for mod, dep in [('rclpy', 'rclpy'), ('laecips_msgs', 'laecips_msgs'),
                          ('sensor_msgs', 'sensor_msgs'), ('torch', 'python3-torch'),
+                         ('laecips_core', 'laecips_core'), ('laecips_ros', 'laecips_ros'),
+                         ('laecips_tools', 'laecips_tools'),
                          ('laecips_edge', 'laecips_edge'), ('laecips_cloud', 'laecips_cloud'),
                          ('laecips_eval', 'laecips_eval'), ('numpy', 'python3-numpy')]:
             if mod != pkg and (f'import {mod}' in src or f'from {mod}' in src):

@@ -17,8 +17,8 @@ import numpy as np
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from laecips_edge import camvid as cv
-from laecips_edge import codecs
+from laecips_core import camvid as cv
+from laecips_core import codecs
 from laecips_msgs.msg import CloudLabel, CloudStats, EdgeStats, WeightPush
 
 QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from laecips_cloud.distill import DistillConfig, Distiller, ReplayBuffer
-from laecips_edge import models, weights
+from laecips_core import models, weights
 
 SIZE = (64, 96)
 

@@ -26,8 +26,8 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from laecips_edge import camvid as cv
-from laecips_edge import codecs, signing, weights
+from laecips_core import camvid as cv
+from laecips_core import codecs, signing, weights
 from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame, WeightPush
 from laecips_msgs.srv import UpdateWeights
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from laecips_cloud import policy_fit as pf
-from laecips_edge.policy import Budget, Policy
+from laecips_core.policy import Budget, Policy
 
 
 def _stream(n: int = 2000, seed: int = 0, level: float = 1.0):

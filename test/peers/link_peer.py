@@ -26,7 +26,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from laecips_edge import codecs
+from laecips_core import codecs
 from laecips_msgs.msg import CloudStats, EdgeStats
 
 QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)

@@ -96,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; return an exit code."""
-    from laecips_edge import camvid
+    from laecips_core import camvid
     from laecips_eval import camvid_to_bag, evaluate
     root = camvid.find_root(args.camvid)
     if root is None:

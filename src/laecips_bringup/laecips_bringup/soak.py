@@ -88,7 +88,7 @@ def growth(series: list[tuple[float, int]], warmup_s: float, window_s: float = 6
 
 def frames(camvid: str | None, n: int = 24) -> list[np.ndarray]:
     """Return a few camera frames: CamVid dusk + day when found, else seeded noise."""
-    from laecips_edge import camvid as cv
+    from laecips_core import camvid as cv
     root = cv.find_root(camvid)
     if root is None:
         rng = np.random.default_rng(0)
@@ -112,7 +112,7 @@ class Cameras:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
-        from laecips_edge import codecs
+        from laecips_core import codecs
         from laecips_msgs.msg import CloudStats, EdgeStats, WeightPush
         rclpy.init()
         self.node = rclpy.create_node('soak_cameras')

@@ -39,10 +39,11 @@ import torch
 from laecips_cloud import labellers
 from laecips_cloud import policy_fit as pf
 from laecips_cloud.distill import DistillConfig, Distiller, resize_label
-from laecips_edge import camvid as cv
-from laecips_edge import engine, weights
-from laecips_edge.metrics import confusion, miou
-from laecips_edge.policy import Policy
+from laecips_core import camvid as cv
+from laecips_core import weights
+from laecips_core.metrics import confusion, miou
+from laecips_core.policy import Policy
+from laecips_edge import engine
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / 'laecips_edge' / 'weights' \
     / 'factory.safetensors'

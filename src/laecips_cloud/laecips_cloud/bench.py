@@ -15,7 +15,7 @@ Cloud labeller benchmark (JSON): latency per frame and throughput vs batch size.
   quality filters than with real weights, so the post-processing share is optimistic.
 * ``--miou``: ESPNet-C on CamVid test, one confusion matrix per subset (day = Seq05VD,
   dusk = 0001TP; 11 classes, void ignored), with the per-channel statistics of CamVid train
-  recomputed as the authors' loader does (metrics from laecips_edge.metrics).
+  recomputed as the authors' loader does (metrics from laecips_core.metrics).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from laecips_cloud.labellers import Labeller, create
-from laecips_edge import camvid as cv
+from laecips_core import camvid as cv
 
 H, W = 360, 480
 
@@ -146,7 +146,7 @@ def gpu_section(weights: str, checkpoint: str, repeats: int) -> dict:
 
 
 def miou_section(weights: str) -> dict:
-    from laecips_edge.metrics import class_iou, confusion, miou
+    from laecips_core.metrics import class_iou, confusion, miou
     root = cv.find_root()
     if root is None:
         return {'skipped': 'CamVid not found'}

@@ -40,7 +40,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from laecips_cloud.labellers import Labeller, create, resolve_device
-from laecips_edge import codecs
+from laecips_core import codecs
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
 
 HARD_FRAMES = '/laecips/hard_frames'

@@ -34,8 +34,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
-from laecips_edge import hardness, models, weights
-from laecips_edge.metrics import confusion, miou, pixel_accuracy
+from laecips_core import hardness, models, weights
+from laecips_core.metrics import confusion, miou, pixel_accuracy
 
 _log = logging.getLogger(__name__)
 # Label values never trained on: the class map's void and the PNG "no label" value.

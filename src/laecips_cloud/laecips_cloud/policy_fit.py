@@ -4,9 +4,9 @@
 Fit the edge's upload policy under the cloud's supervision, within a bandwidth budget.
 
 Input: frames the cloud labelled, each with the edge's features ([conf_ratio, entropy,
-margin], see ``laecips_edge.hardness``) and the measured edge-cloud disagreement
+margin], see ``laecips_core.hardness``) and the measured edge-cloud disagreement
 (:func:`disagreement`: 1 - pixel agreement of the edge's label with the cloud's). Output: a
-``laecips_edge.policy.Policy``:
+``laecips_core.policy.Policy``:
 
 * :func:`fit_learned` - rule ``learned``: a linear (least squares) or logistic estimator of
   disagreement from the features, and a threshold chosen so that the frames with the highest
@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from laecips_edge.policy import Policy
+from laecips_core.policy import Policy
 
 FEATURES = ('conf_ratio', 'entropy', 'margin')
 
@@ -193,7 +193,7 @@ def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: floa
     budget is a rate over the stream to come, not over the history (after day -> dusk a
     quantile over mostly-day history would let every dusk frame through). ``burst`` > 0
     also caps the edge at that rate (policy ``budget``/``burst``, see
-    ``laecips_edge.policy.Budget``), because a threshold fitted on the past cannot.
+    ``laecips_core.policy.Budget``), because a threshold fitted on the past cannot.
     Raises ValueError with fewer than ``min_frames`` usable frames.
     """
     x, y, w, recent = _clean(features, dis, weights, recent)

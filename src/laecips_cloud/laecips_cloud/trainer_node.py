@@ -50,9 +50,9 @@ import torch
 
 from laecips_cloud import policy_fit as pf
 from laecips_cloud.distill import Candidate, DistillConfig, Distiller, resize_label
-from laecips_edge import codecs, signing, weights
-from laecips_edge.edge_node import factory_weights, parse_params
-from laecips_edge.policy import Policy
+from laecips_core import codecs, signing, weights
+from laecips_core.policy import Policy, parse_params
+from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
@@ -103,7 +103,7 @@ class TrainerNode(Node):
         'service_pattern': ('/{robot_id}/edge/update_weights',
                             "each robot's UpdateWeights service; {robot_id} is replaced"),
         'hmac_key_file': ('', 'file holding the shared HMAC key; when set, every push is '
-                              'signed (laecips_edge.signing)'),
+                              'signed (laecips_core.signing)'),
         'push_mode': ('weights_and_policy', 'weights_and_policy | weights | policy (only)'),
         'gate_margin': (0.005, 'agreement gain (0..1) over the active version needed to push'),
         'gate_metric': ('miou', "'miou' or 'pixel_acc' against the held-out cloud labels"),

@@ -1,3 +1,3 @@
 # Copyright 2026 LAECIPS-ROS developers
 # SPDX-License-Identifier: Apache-2.0
-"""Edge side of LAECIPS: segmentation models, hardness, upload policy, the edge node."""
+"""Edge side of LAECIPS: the inference engine, the factory weights, the edge node."""

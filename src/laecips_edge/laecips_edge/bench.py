@@ -29,8 +29,9 @@ import time
 import numpy as np
 import torch
 
-from laecips_edge import camvid as cv
-from laecips_edge import engine, weights
+from laecips_core import camvid as cv
+from laecips_core import weights
+from laecips_edge import engine
 
 H, W = 360, 480
 
@@ -101,7 +102,7 @@ def bench_node(weights_path: str, frames, seconds: float, threads: int,
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from laecips_edge import codecs
+    from laecips_core import codecs
     from laecips_msgs.msg import EdgeStats
 
     # The same work without ROS, measured just before, so both see the same machine load.
@@ -222,7 +223,7 @@ def _dumps(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from laecips_edge.edge_node import factory_weights
+    from laecips_edge.factory import factory_weights
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     ap.add_argument('--weights', default=None, help='weights file (default: factory)')
     ap.add_argument('--seconds', type=float, default=3.0, help='per measurement')

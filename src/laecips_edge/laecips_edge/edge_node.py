@@ -17,8 +17,8 @@ for a frame this node uploaded (or has the wrong size or class ids), and a refus
 (too large, unsigned or badly signed, not safetensors, wrong or non-finite tensors) each
 add one to a counter in /laecips/stats (``rejected``, ``labels_rejected``,
 ``updates_rejected``) and log one line (repeats of one kind at most every ``LOG_PERIOD``).
-Algorithms live in laecips_edge.{engine,hardness,policy,weights,codecs,signing}; this file
-wires them.
+Algorithms live in laecips_edge.engine and laecips_core.{hardness,policy,weights,codecs,
+signing}; this file wires them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 import json
 import math
-from pathlib import Path
 import re
 import threading
 import time
@@ -44,35 +43,15 @@ from rclpy.serialization import serialize_message
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
-from laecips_edge import codecs, engine, signing, weights
-from laecips_edge.policy import Budget, Policy, PolicyError
+from laecips_core import codecs, signing, weights
+from laecips_core.policy import Budget, Policy, PolicyError, parse_params
+from laecips_edge import engine
+from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def factory_weights() -> str:
-    """Return the installed factory weights (share/laecips_edge/weights), else the source."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        p = Path(get_package_share_directory('laecips_edge')) / 'weights' / 'factory.safetensors'
-        if p.is_file():
-            return str(p)
-    except (ImportError, LookupError, ValueError):
-        pass
-    return str(Path(__file__).resolve().parents[1] / 'weights' / 'factory.safetensors')
-
-
-def parse_params(text: str) -> dict[str, float]:
-    """Parse policy parameters given as JSON (``{"rate": 0.2}``) or ``rate=0.2,easy=0.9``."""
-    text = text.strip()
-    if not text:
-        return {}
-    if text.startswith('{'):
-        return {k: float(v) for k, v in json.loads(text).items()}
-    return {k.strip(): float(v) for k, v in (kv.split('=', 1) for kv in text.split(','))}
 
 
 # Uploads whose label may still come back: (h, w) by (seq, stamp). At 30 uploads/s this
@@ -112,7 +91,7 @@ class EdgeNode(Node):
         'robot_id': ('', 'robot id; empty = the namespace without the leading /'),
         'state_dir': ('', 'folder persisting accepted weights, version and policy; empty = off'),
         'stats_period': (1.0, 'seconds between /laecips/stats messages'),
-        'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_edge.signing); when '
+        'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_core.signing); when '
                               'set, unsigned or badly signed updates are refused'),
         'max_pixels': (16 << 20, 'camera frames with more pixels (raw, or decoded from JPEG/PNG)'
                                  ' are rejected before decoding'),
@@ -223,7 +202,7 @@ class EdgeNode(Node):
             meta = weights.WeightsMeta(arch='torchscript', arch_cfg=cfg,
                                        input_size=opts.input_size or (360, 480))
             if cfg.get('class_map'):
-                from laecips_edge.classes import ClassMap
+                from laecips_core.classes import ClassMap
                 meta.class_map = ClassMap.load(cfg['class_map'])
             return engine.Segmenter(meta, None, opts, p['device']), policy
         seg = engine.Segmenter.from_file(p['weights'] or factory_weights(), options=opts,

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from laecips_edge import hardness, models, weights
-from laecips_edge.classes import ClassMap
+from laecips_core import hardness, models, weights
+from laecips_core.classes import ClassMap
 
 
 @dataclass(frozen=True)

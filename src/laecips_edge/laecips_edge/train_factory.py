@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch idiom)
 
-from laecips_edge import camvid as cv
-from laecips_edge import metrics, models, weights
-from laecips_edge.classes import CAMVID
+from laecips_core import camvid as cv
+from laecips_core import metrics, models, weights
+from laecips_core.classes import CAMVID
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / 'weights' / 'factory.safetensors'
 INPUT_SIZE = (180, 240)  # half of CamVid's 360x480; masks are upsampled back

@@ -39,13 +39,13 @@ def select(root: str | Path, stream: str | None = 'drift', split: str = 'test',
            last: int | None = None, per_phase: int | None = None,
            limit: int | None = None) -> list[tuple[str, object]]:
     """
-    Return (phase, laecips_edge.camvid.Frame) pairs in time order.
+    Return (phase, laecips_core.camvid.Frame) pairs in time order.
 
     ``stream='drift'`` gives the protocol's stream; ``stream=None`` a split (optionally some
     sequences and a frame-number range), phase = split name. ``per_phase`` keeps the first N
     frames of each phase, ``limit`` the first N overall.
     """
-    from laecips_edge import camvid
+    from laecips_core import camvid
     if stream == 'drift':
         items = camvid.drift_stream(root)
     elif stream is None:
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--gt-topic', default=GT_TOPIC, help="'' to leave ground truth out")
     p.add_argument('--overwrite', action='store_true')
     args = p.parse_args(argv)
-    from laecips_edge import camvid
+    from laecips_core import camvid
     root = camvid.find_root(args.root)
     if root is None:
         print('camvid_to_bag: CamVid not found (use --root or LAECIPS_CAMVID; '

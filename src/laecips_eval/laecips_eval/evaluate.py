@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     laecips_policy = (rule, _kv([x for x in kv.split(',') if x]))
 
     # The stream.
-    from laecips_edge import camvid
+    from laecips_core import camvid
     root = camvid.find_root(args.root)
     if args.bag:
         bag, frames_by_name = Path(args.bag), {}

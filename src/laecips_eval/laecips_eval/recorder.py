@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from laecips_edge import metrics
+from laecips_core import metrics
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from laecips_edge import metrics
+from laecips_core import metrics
 
 SUBSETS = ('all', 'day', 'dusk', 'dusk_adapt')
 STYLES = ('-', '--', '-.', ':')
@@ -210,7 +210,7 @@ def overlay(rgb: np.ndarray, edge: np.ndarray | None, final: np.ndarray, gt: np.
     """Write one panel: frame | edge mask | final mask | ground truth (CamVid colours)."""
     from PIL import Image, ImageDraw
 
-    from laecips_edge.classes import CAMVID
+    from laecips_core.classes import CAMVID
     lut = CAMVID.palette()
     h, w = gt.shape
     tiles = [np.asarray(Image.fromarray(rgb).resize((w, h))),

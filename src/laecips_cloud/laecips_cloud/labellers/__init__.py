@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from laecips_edge.classes import CAMVID, ClassMap
+from laecips_core.classes import CAMVID, ClassMap
 
 # name -> 'module:attribute' of a factory taking keyword parameters.
 _REGISTRY: dict[str, str | Callable[..., 'Labeller']] = {

@@ -29,7 +29,7 @@ from torch import nn
 import torch.nn.functional as F  # noqa: N812 (the PyTorch idiom)
 
 from laecips_cloud.labellers import Labeller, resolve_device
-from laecips_edge.classes import CAMVID
+from laecips_core.classes import CAMVID
 
 # Per-channel statistics of CamVid train as the authors' loader computes them (BGR, 0-255):
 # mean of per-image means, mean of per-image standard deviations.

@@ -33,7 +33,7 @@ import torch
 from laecips_cloud import voting
 from laecips_cloud.labellers import Labeller, create, resolve_device
 from laecips_cloud.tv_shim import import_segment_anything
-from laecips_edge.classes import CAMVID
+from laecips_core.classes import CAMVID
 
 MODEL_TYPES = ('vit_b', 'vit_l', 'vit_h', 'tiny')
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch idiom)
 
 from laecips_cloud.labellers import Labeller, resolve_device
-from laecips_edge.classes import CAMVID, ClassMap
+from laecips_core.classes import CAMVID, ClassMap
 
 
 def _class_map(path: str | os.PathLike | None) -> ClassMap:

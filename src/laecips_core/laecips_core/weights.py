@@ -26,7 +26,7 @@ from safetensors.torch import save as _st_save
 import torch
 from torch import nn
 
-from laecips_edge.classes import CAMVID, ClassMap
+from laecips_core.classes import CAMVID, ClassMap
 
 FORMAT_TAG = 'edge-weights/1'
 # A safetensors header is JSON; anything larger than this is not one of ours.

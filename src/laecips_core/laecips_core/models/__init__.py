@@ -22,8 +22,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812 (the PyTorch idiom)
 
-from laecips_edge.classes import ClassMap
-from laecips_edge.models.fastscnn import FastSCNN
+from laecips_core.classes import ClassMap
+from laecips_core.models.fastscnn import FastSCNN
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {}
 DEFAULT_ARCH = 'fastscnn'

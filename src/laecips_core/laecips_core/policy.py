@@ -181,6 +181,16 @@ class Policy:
         return Policy.from_json(Path(path).read_text())
 
 
+def parse_params(text: str) -> dict[str, float]:
+    """Parse policy parameters given as JSON (``{"rate": 0.2}``) or ``rate=0.2,easy=0.9``."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith('{'):
+        return {k: float(v) for k, v in json.loads(text).items()}
+    return {k.strip(): float(v) for k, v in (kv.split('=', 1) for kv in text.split(','))}
+
+
 class Budget:
     """
     Hold uploads to a rate: a token bucket that gains ``rate`` tokens a frame, ``burst`` deep.
