@@ -21,8 +21,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 import torch
 
-from laecips_cloud.bridge_node import HardFrameError, check_robot_id, decode_hard_frame
 from laecips_core import codecs
+from laecips_core.frame_check import HardFrameError, check_robot_id, decode_hard_frame
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
 
 QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)

@@ -10,10 +10,10 @@ arrived for more to join. Each answer goes to ``/laecips/cloud_labels`` (CloudLa
 mono8 class ids with the frame's header, robot id and sequence number copied).
 ``/laecips/stats_cloud`` carries CloudStats every ``stats_period`` seconds.
 
-Hard frames come from robots, so they are untrusted: :func:`check_hard_frame` (on arrival:
-robot id, empty image, payload size) and :func:`decode_hard_frame` (on the worker: the JPEG
-or PNG frame and the optional PNG edge label, which must decode and match the frame's size)
-raise :class:`HardFrameError` for anything malformed. Such a frame is skipped, counted in
+Hard frames come from robots, so they are untrusted: ``laecips_core.frame_check`` checks
+them on arrival (robot id, empty image, payload size) and decodes them on the worker (the
+JPEG or PNG frame and the optional PNG edge label, which must match the frame's size), raising
+``HardFrameError`` for anything malformed. Such a frame is skipped, counted in
 ``rejected`` and logged on one line (at most ``LOG_BURST`` lines at once and
 ``LOG_RATE`` per second, so a flood cannot fill the log; the next line says how many were
 not logged).
@@ -28,35 +28,27 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-import re
 import threading
 import time
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from laecips_cloud.labellers import Labeller, create, resolve_device
 from laecips_core import codecs
+from laecips_core import interface as ifc
+from laecips_core.frame_check import (
+    MAX_PAYLOAD_BYTES,
+    HardFrameError,
+    check_hard_frame,
+    decode_hard_frame,
+    payload_size,
+)
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
+from laecips_ros.node import declare_params, qos, run_node
 
-HARD_FRAMES = '/laecips/hard_frames'
-CLOUD_LABELS = '/laecips/cloud_labels'
-STATS = '/laecips/stats_cloud'
-# Labelled hard frames, republished for the trainer beside the bridge: a robot's frame then
-# crosses its uplink once (to the bridge) instead of once per cloud subscriber.
-CLOUD_FRAMES = '/laecips/cloud/frames'
-
-# A robot id names the robot's namespace (the trainer calls /{robot_id}/edge/update_weights):
-# ROS name tokens (a letter or _ first) joined by '/', nothing else (no spaces, no newlines).
-ROBOT_ID = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*')
-MAX_ROBOT_ID = 128
 # Rejection log lines: a burst of this many, then this many per second.
 LOG_BURST, LOG_RATE = 20, 2.0
-MAX_PAYLOAD_BYTES = 16 << 20
 
 # name: (default, description)
 PARAMS = {
@@ -81,56 +73,6 @@ PARAMS = {
     'stats_period': (2.0, 'seconds between CloudStats messages'),
     'warmup': (True, 'label one dummy frame before the first real one'),
 }
-
-
-class HardFrameError(ValueError):
-    """A hard frame the bridge refuses: bad robot id, empty, oversized or corrupt payload."""
-
-
-def check_robot_id(robot_id: str) -> None:
-    """Raise HardFrameError unless ``robot_id`` can name a ROS namespace (see ROBOT_ID)."""
-    if not (len(robot_id) <= MAX_ROBOT_ID and ROBOT_ID.fullmatch(robot_id)):
-        raise HardFrameError(f'bad robot id {robot_id[:40]!r}: expected ROS name tokens '
-                             f'(letters, digits, _; not starting with a digit) joined by /, '
-                             f'at most {MAX_ROBOT_ID} characters')
-
-
-def payload_size(msg: HardFrame) -> int:
-    """Return the bytes of a hard frame's image and edge label."""
-    return len(msg.image.data) + len(msg.edge_label.data)
-
-
-def check_hard_frame(msg: HardFrame, max_payload_bytes: int) -> None:
-    """Cheap checks on arrival, before queueing (no decoding); raise HardFrameError."""
-    check_robot_id(msg.robot_id)
-    if not len(msg.image.data):
-        raise HardFrameError('empty image')
-    size = payload_size(msg)
-    if size > max_payload_bytes:
-        raise HardFrameError(f'payload of {size} bytes (limit {max_payload_bytes})')
-
-
-def decode_hard_frame(msg: HardFrame, max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-                      max_pixels: int = codecs.MAX_PIXELS
-                      ) -> tuple[np.ndarray, np.ndarray | None]:
-    """
-    Check and decode a hard frame: return (HxWx3 uint8 RGB, HxW uint8 edge label or None).
-
-    Raises HardFrameError (and nothing else) for a bad robot id, an empty, oversized or
-    corrupt image, or an edge label that is not an 8-bit PNG of the frame's size.
-    """
-    check_hard_frame(msg, max_payload_bytes)
-    try:
-        rgb = codecs.compressed_to_rgb(msg.image, max_pixels)
-    except codecs.CodecError as e:
-        raise HardFrameError(f'image: {e}') from e
-    edge = None
-    if len(msg.edge_label.data):
-        try:  # the size is checked from the PNG header, before decompressing
-            edge = codecs.compressed_to_label(msg.edge_label, rgb.shape[:2], max_pixels)
-        except codecs.CodecError as e:
-            raise HardFrameError(f'edge label: {e}') from e
-    return rgb, edge
 
 
 class _LogLimit:
@@ -165,9 +107,8 @@ class BridgeNode(Node):
 
     def __init__(self, labeller: Labeller | None = None, **node_kwargs):
         super().__init__('cloud_bridge', **node_kwargs)
-        for name, (default, desc) in PARAMS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=desc))
-        self.p = {name: self.get_parameter(name).value for name in PARAMS}
+        # Typed by the defaults, as given (no cast): the bridge's parameters may be set live.
+        self.p = declare_params(self, PARAMS, dynamic=False)
         if self.p['torch_threads'] > 0:
             import torch
             torch.set_num_threads(int(self.p['torch_threads']))
@@ -184,11 +125,11 @@ class BridgeNode(Node):
         self._log_limit = _LogLimit()
         self._period = {'batches': 0, 'frames': 0, 'seconds': 0.0}
 
-        qos = QoSProfile(depth=int(self.p['qos_depth']), reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_label = self.create_publisher(CloudLabel, CLOUD_LABELS, qos)
-        self.pub_frames = self.create_publisher(HardFrame, CLOUD_FRAMES, qos)
-        self.pub_stats = self.create_publisher(CloudStats, STATS, 10)
-        self.create_subscription(HardFrame, HARD_FRAMES, self._on_frame, qos)
+        link = qos(ifc.Qos(int(self.p['qos_depth'])))
+        self.pub_label = self.create_publisher(CloudLabel, ifc.CLOUD_LABELS, link)
+        self.pub_frames = self.create_publisher(HardFrame, ifc.CLOUD_FRAMES, link)
+        self.pub_stats = self.create_publisher(CloudStats, ifc.CLOUD_STATS, qos(ifc.STATS))
+        self.create_subscription(HardFrame, ifc.HARD_FRAMES, self._on_frame, link)
         self.create_timer(float(self.p['stats_period']), self._publish_stats)
         self._worker = threading.Thread(target=self._run, name='bridge_worker', daemon=True)
         self._worker.start()
@@ -339,18 +280,7 @@ class BridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = BridgeNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(BridgeNode, args)
 
 
 if __name__ == '__main__':

@@ -39,25 +39,22 @@ import threading
 import time
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 import torch
 
 from laecips_cloud import policy_fit as pf
 from laecips_cloud.distill import Candidate, DistillConfig, Distiller, resize_label
 from laecips_core import codecs, signing, weights
+from laecips_core import interface as ifc
 from laecips_core.policy import Policy, parse_params
 from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
+from laecips_ros.node import check_choices, declare_params, qos, run_node
 
-RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 # A robot's seq may go back this much (pairs completing out of order) without being taken
 # for an edge restart.
 SEQ_REORDER = 8
@@ -100,7 +97,7 @@ class TrainerNode(Node):
 
     PARAMS = {  # name: (default, description)
         'weights': ('', 'initial edge weights (safetensors); empty = the factory weights'),
-        'service_pattern': ('/{robot_id}/edge/update_weights',
+        'service_pattern': (ifc.UPDATE_SERVICE_PATTERN,
                             "each robot's UpdateWeights service; {robot_id} is replaced"),
         'hmac_key_file': ('', 'file holding the shared HMAC key; when set, every push is '
                               'signed (laecips_core.signing)'),
@@ -139,14 +136,8 @@ class TrainerNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('trainer', **kwargs)
-        p = {}
-        for name, (default, text) in self.PARAMS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=text, read_only=True, dynamic_typing=True))
-            value = self.get_parameter(name).value
-            p[name] = type(default)(default if value is None else value)
-        if p['push_mode'] not in PUSH_MODES:
-            raise ValueError(f'push_mode must be one of {PUSH_MODES}, not {p["push_mode"]!r}')
+        p = declare_params(self, self.PARAMS)
+        check_choices(p, {'push_mode': PUSH_MODES})
         self.p = p
         # A configured key that cannot be read stops the node rather than pushing unsigned.
         self.hmac_key = signing.load_key(p['hmac_key_file']) if p['hmac_key_file'] else None
@@ -178,11 +169,12 @@ class TrainerNode(Node):
         data_group = MutuallyExclusiveCallbackGroup()
         # Frames come from the bridge beside us, not from the robots: each hard frame crosses
         # a robot's uplink once.
-        self.create_subscription(HardFrame, '/laecips/cloud/frames', self._on_frame, RELIABLE,
+        reliable = qos(ifc.TRAINER)
+        self.create_subscription(HardFrame, ifc.CLOUD_FRAMES, self._on_frame, reliable,
                                  callback_group=data_group)
-        self.create_subscription(CloudLabel, '/laecips/cloud_labels', self._on_label,
-                                 RELIABLE, callback_group=data_group)
-        self.pub_push = self.create_publisher(WeightPush, '/laecips/weight_pushes', RELIABLE)
+        self.create_subscription(CloudLabel, ifc.CLOUD_LABELS, self._on_label,
+                                 reliable, callback_group=data_group)
+        self.pub_push = self.create_publisher(WeightPush, ifc.WEIGHT_PUSHES, reliable)
         self.create_timer(0.25, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
 
     # --- joining hard frames and cloud labels -----------------------------------------
@@ -431,23 +423,9 @@ class TrainerNode(Node):
             robot.distiller.stop()
 
 
-def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = TrainerNode()
-        # Every callback is short (training has its own threads, pushes are call_async):
-        # rclpy's MultiThreadedExecutor only cost CPU here (see laecips_edge.edge_node).
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> None:
+    # Every callback is short (training has its own threads, pushes are call_async).
+    run_node(TrainerNode, args)
 
 
 if __name__ == '__main__':

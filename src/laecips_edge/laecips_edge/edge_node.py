@@ -8,9 +8,8 @@ worker thread decodes, segments, publishes ``~/mask`` (and the colour views whil
 subscribes), scores hardness and asks the upload policy. ``~/update_weights`` checks and
 builds a new model on its own thread and swaps it in between two frames.
 
-One single-threaded executor serves camera, labels, stats and the service: every callback
-is short. rclpy's MultiThreadedExecutor was tried and spun hot on a 2-core robot (in-node
-rate 2-4 frames/s closed loop against ~100 with this; ``laecips bench-edge``).
+One single-threaded executor (``laecips_ros.node.run_node``) serves camera, labels, stats
+and the service: every callback is short.
 
 Bad input never stops the node: a malformed or oversized frame, a cloud label that is not
 for a frame this node uploaded (or has the wrong size or class ids), and a refused update
@@ -32,27 +31,22 @@ import threading
 import time
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
-import rclpy
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
 from laecips_core import codecs, signing, weights
+from laecips_core import interface as ifc
 from laecips_core.policy import Budget, Policy, PolicyError, parse_params
 from laecips_edge import engine
 from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
-
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
+from laecips_ros.node import check_choices, declare_params, qos, run_node
 
 # Uploads whose label may still come back: (h, w) by (seq, stamp). At 30 uploads/s this
 # covers half a minute of cloud latency; a label for a frame forgotten by then is dropped.
@@ -78,7 +72,7 @@ class EdgeNode(Node):
         'mask_res': ('half', "argmax at 'full', 'model', 'half' or 'native' size, then nearest"),
         'jit': (True, 'trace the model (TorchScript) once; updates load into a second copy'),
         'input_type': ('image', "'image' (sensor_msgs/Image) or 'compressed'"),
-        'camera_topic': ('/camera/image_raw', 'camera topic (/compressed added for compressed)'),
+        'camera_topic': (ifc.CAMERA, 'camera topic (/compressed added for compressed)'),
         'image_qos': ('sensor_data', "'sensor_data' (best effort) or 'reliable'"),
         'image_depth': (10, 'camera frames DDS queues for the node (keep last N); frames '
                             'overwritten there are never seen, so never counted: raise N if '
@@ -101,20 +95,10 @@ class EdgeNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('edge', **kwargs)
-        p = {}
-        for name, (default, text) in self.PARAMS.items():
-            # Dynamic typing, then a cast: `-p stats_period:=1` (an int) must not kill the node.
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=text, read_only=True, dynamic_typing=True))
-            value = self.get_parameter(name).value
-            if isinstance(default, bool) and isinstance(value, str):
-                value = value.strip().lower() in ('1', 'true', 'yes', 'on')
-            p[name] = type(default)(default if value is None else value)
-        for name, allowed in (('input_type', ('image', 'compressed')),
-                              ('image_qos', ('sensor_data', 'reliable')),
-                              ('mask_res', ('full', 'model', 'half', 'native'))):
-            if p[name] not in allowed:
-                raise ValueError(f'parameter {name} must be one of {allowed}, not {p[name]!r}')
+        p = declare_params(self, self.PARAMS)
+        check_choices(p, {'input_type': ('image', 'compressed'),
+                          'image_qos': ('sensor_data', 'reliable'),
+                          'mask_res': ('full', 'model', 'half', 'native')})
         self.p = p
         self.robot_id = p['robot_id'] or self.get_namespace().strip('/') or self.get_name()
         # A configured key that cannot be read stops the node: running unsigned instead
@@ -147,25 +131,23 @@ class EdgeNode(Node):
 
         if p['image_depth'] < 1:
             raise ValueError(f"parameter image_depth must be >= 1, not {p['image_depth']}")
-        # sensor_data = best effort, volatile, keep last (rclpy's profile, our depth).
-        qos = QoSProfile(depth=p['image_depth'], reliability=(
-            ReliabilityPolicy.RELIABLE if p['image_qos'] == 'reliable'
-            else ReliabilityPolicy.BEST_EFFORT))
         compressed = p['input_type'] == 'compressed'
         topic = p['camera_topic']
         if compressed and not topic.endswith('/compressed'):
             topic += '/compressed'
         self.create_subscription(CompressedImage if compressed else Image, topic,
-                                 self._on_frame, qos, event_callbacks=SubscriptionEventCallbacks(
+                                 self._on_frame,
+                                 qos(ifc.camera_qos(p['image_depth'], p['image_qos'])),
+                                 event_callbacks=SubscriptionEventCallbacks(
                                      message_lost=self._on_camera_lost))
-        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_mask = self.create_publisher(Image, '~/mask', out_qos)
-        self.pub_color = self.create_publisher(Image, '~/mask_color', out_qos)
-        self.pub_overlay = self.create_publisher(Image, '~/overlay', out_qos)
-        self.pub_refined = self.create_publisher(Image, '~/mask_refined', out_qos)
-        self.pub_hard = self.create_publisher(HardFrame, '/laecips/hard_frames', RELIABLE)
-        self.pub_stats = self.create_publisher(EdgeStats, '/laecips/stats', RELIABLE)
-        self.create_subscription(CloudLabel, '/laecips/cloud_labels', self._on_label, RELIABLE)
+        out_qos, link_qos = qos(ifc.EDGE_OUT), qos(ifc.EDGE_LINK)
+        self.pub_mask = self.create_publisher(Image, ifc.EDGE_MASK, out_qos)
+        self.pub_color = self.create_publisher(Image, ifc.EDGE_MASK_COLOR, out_qos)
+        self.pub_overlay = self.create_publisher(Image, ifc.EDGE_OVERLAY, out_qos)
+        self.pub_refined = self.create_publisher(Image, ifc.EDGE_MASK_REFINED, out_qos)
+        self.pub_hard = self.create_publisher(HardFrame, ifc.HARD_FRAMES, link_qos)
+        self.pub_stats = self.create_publisher(EdgeStats, ifc.EDGE_STATS, link_qos)
+        self.create_subscription(CloudLabel, ifc.CLOUD_LABELS, self._on_label, link_qos)
         # An update (parse, check, build, persist) takes a few hundred ms: it runs on its own
         # thread and the service answers when it is done, so frames keep flowing meanwhile.
         self.updater = ThreadPoolExecutor(max_workers=1, thread_name_prefix='edge-update')
@@ -174,7 +156,7 @@ class EdgeNode(Node):
         # (in a mutually exclusive group it would wait for it: the answer never went out).
         group = ReentrantCallbackGroup()
         self.update_done = self.create_guard_condition(lambda: None, callback_group=group)
-        self.create_service(UpdateWeights, '~/update_weights', self._on_update_async,
+        self.create_service(UpdateWeights, ifc.UPDATE_WEIGHTS, self._on_update_async,
                             callback_group=group)
         self.create_timer(p['stats_period'], self._publish_stats)
         self.running = True
@@ -500,21 +482,8 @@ def _frame_id(msg, seq: int) -> str:
     return f'#{seq} (stamp {st.sec}.{st.nanosec:09d})'
 
 
-def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EdgeNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> None:
+    run_node(EdgeNode, args)
 
 
 if __name__ == '__main__':
