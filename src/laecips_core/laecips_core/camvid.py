@@ -82,3 +82,59 @@ def drift_stream(root: str | os.PathLike) -> list[tuple[str, Frame]]:
     return ([('day', f) for f in frames(root, 'test', (DAY_TEST,))]
             + [('dusk_adapt', f) for f in frames(root, 'train', (DUSK,))]
             + [('dusk', f) for f in frames(root, 'test', (DUSK,))])
+
+
+@dataclass(frozen=True)
+class CorruptedFrame:
+    """A frame seen through a corruption (laecips_core.corruptions), same name and truth."""
+
+    frame: Frame
+    corruption: str
+    severity: float
+
+    @property
+    def name(self) -> str:
+        return self.frame.name
+
+    @property
+    def split(self) -> str:
+        return self.frame.split
+
+    @property
+    def sequence(self) -> str:
+        return self.frame.sequence
+
+    @property
+    def index(self) -> int:
+        return self.frame.index
+
+    def rgb(self) -> np.ndarray:
+        """Return the corrupted frame (deterministic: seeded by the frame's name)."""
+        from laecips_core import corruptions
+        fn = corruptions.CORRUPTIONS[self.corruption]
+        return fn(self.frame.rgb(), self.severity, corruptions.seed_of(self.frame.name))
+
+    def gt(self) -> np.ndarray:
+        return self.frame.gt()
+
+
+# Read noise of the dusk phases of the 'dusk_noise' stream (0-1 scale): ~25 of 255 levels,
+# a camera at high gain. Chosen so the cloud labeller is clearly the weaker model there
+# (see laecips_core.corruptions), not tuned to any figure of the system.
+DUSK_NOISE_SIGMA = 0.10
+
+
+def dusk_noise_stream(root: str | os.PathLike) -> list[tuple[str, Frame | CorruptedFrame]]:
+    """
+    Return the drift stream with sensor noise on its dusk phases: a stream the cloud fails.
+
+    Phases as in :func:`drift_stream`: ``day`` clean, then ``dusk_adapt`` and ``dusk`` with
+    Gaussian read noise of ``DUSK_NOISE_SIGMA``.
+    """
+    return [(phase, f if phase == 'day' else CorruptedFrame(f, 'sensor_noise',
+                                                             DUSK_NOISE_SIGMA))
+            for phase, f in drift_stream(root)]
+
+
+# Named evaluation streams (``laecips evaluate --stream NAME``).
+STREAMS = {'drift': drift_stream, 'dusk_noise': dusk_noise_stream}

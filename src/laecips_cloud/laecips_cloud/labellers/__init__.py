@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import abc
 import importlib
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported by the labellers that need it
+    import torch
 
 from laecips_core.classes import CAMVID, ClassMap
 
@@ -57,9 +60,54 @@ class Labeller(abc.ABC):
         Returns one HxW uint8 class-id map per image.
         """
 
+    def label_with_confidence(
+            self, images: Sequence[np.ndarray],
+            edge_labels: Sequence[np.ndarray | None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """
+        Label a batch and say how sure each pixel is.
+
+        Returns (label, confidence) per image: confidence is HxW float32 in [0, 1], the
+        labeller's own top-1 probability or its equivalent, *uncalibrated* (the bridge
+        calibrates it); None when the labeller has no confidence (this default).
+        """
+        return [(lab, None) for lab in self.label(images, edge_labels)]
+
     def warmup(self, height: int = 360, width: int = 480) -> None:
         """Run one dummy frame so the first real frame does not pay for lazy init."""
         self.label([np.zeros((height, width, 3), np.uint8)])
+
+
+class LogitLabeller(Labeller):
+    """A labeller built on a per-pixel classifier: label = argmax, confidence = max softmax."""
+
+    def logits_for(self, images: Sequence[np.ndarray]) -> 'torch.Tensor':
+        """Return (B, C, H, W) float logits of the class map's classes for same-size frames."""
+        raise NotImplementedError
+
+    def label_with_confidence(
+            self, images: Sequence[np.ndarray],
+            edge_labels: Sequence[np.ndarray | None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        import torch
+        out: list = [None] * len(images)
+        # One forward pass per image size: robots may have different cameras.
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            by_size.setdefault(im.shape[:2], []).append(i)
+        with torch.inference_mode():
+            for idx in by_size.values():
+                prob = self.logits_for([images[i] for i in idx]).float().softmax(1)
+                conf, ids = prob.max(1)
+                ids = ids.to(torch.uint8).cpu().numpy()
+                conf = conf.cpu().numpy().astype(np.float32)
+                for j, i in enumerate(idx):
+                    out[i] = (ids[j], conf[j])
+        return out
+
+    def label(self, images: Sequence[np.ndarray],
+              edge_labels: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        return [lab for lab, _ in self.label_with_confidence(images, edge_labels)]
 
 
 def resolve_device(device: str | None = 'auto') -> str:

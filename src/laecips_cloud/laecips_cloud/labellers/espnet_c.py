@@ -28,7 +28,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812 (the PyTorch idiom)
 
-from laecips_cloud.labellers import Labeller, resolve_device
+from laecips_cloud.labellers import LogitLabeller, resolve_device
 from laecips_core.classes import CAMVID
 
 # Per-channel statistics of CamVid train as the authors' loader computes them (BGR, 0-255):
@@ -213,7 +213,7 @@ def normalise(images: Sequence[np.ndarray], mean_bgr: Sequence[float] = CAMVID_M
     return (x - mean) / std / 255.0
 
 
-class EspnetCLabeller(Labeller):
+class EspnetCLabeller(LogitLabeller):
     """
     CamVid labels from the authors' ESPNet weights; argmax over the 11 real classes.
 
@@ -256,16 +256,5 @@ class EspnetCLabeller(Labeller):
             x = x.half()
         return self.model(x)[..., :h, :w].float()
 
-    def label(self, images: Sequence[np.ndarray],
-              edge_labels: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(images)
-        # One forward pass per image size: robots may have different cameras.
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            by_size.setdefault(im.shape[:2], []).append(i)
-        for idx in by_size.values():
-            lg = self.logits([images[i] for i in idx])[:, :self.num_classes]
-            ids = lg.argmax(1).to(torch.uint8).cpu().numpy()
-            for j, i in enumerate(idx):
-                out[i] = ids[j]
-        return out
+    def logits_for(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        return self.logits(images)[:, :self.num_classes]

@@ -207,30 +207,62 @@ class SamSsaLabeller(Labeller):
         #: Per frame of the last batch: masks generated, masks that won a vote.
         self.last_stats: list[dict[str, int]] = []
 
-    def masks(self, images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
-        """Return SAM's binary masks (HxW bool) for each frame, any order."""
+    def records(self, images: Sequence[np.ndarray]) -> list[list[dict]]:
+        """Return SAM's mask records per frame (``segmentation``, ``predicted_iou``, ...)."""
         if self.batch_encoder and len(images) > 1 and len({im.shape for im in images}) == 1:
             self.predictor.encode_batch(images)
         try:
-            return [[a['segmentation'] for a in self.generator.generate(im)] for im in images]
+            return [self.generator.generate(im) for im in images]
         finally:
             self.predictor.preset = []
 
+    def masks(self, images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+        """Return SAM's binary masks (HxW bool) for each frame, any order."""
+        return [[a['segmentation'] for a in recs] for recs in self.records(images)]
+
     def label(self, images: Sequence[np.ndarray],
               edge_labels: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        return [lab for lab, _ in self.label_with_confidence(images, edge_labels)]
+
+    def label_with_confidence(
+            self, images: Sequence[np.ndarray],
+            edge_labels: Sequence[np.ndarray | None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """
+        SSA labels with a confidence per pixel.
+
+        Inside a mask that won a vote: SAM's predicted IoU x its stability score x the purity
+        of the vote (the winning class's share of the votes), painted in the voting order so
+        the mask that set a pixel's class also sets its confidence. Elsewhere: the semantic
+        labeller's own confidence (0 where the edge's map was voted with: it has none here).
+        """
         edge_labels = list(edge_labels or [None] * len(images))
         use_edge = [self.vote_with == 'edge' and e is not None and e.shape == im.shape[:2]
                     for im, e in zip(images, edge_labels)]
         need = [i for i, u in enumerate(use_edge) if not u]
-        sem = dict(zip(need, self.semantic.label([images[i] for i in need]))) if need else {}
-        all_masks = self.masks(images)
+        sem = dict(zip(need, self.semantic.label_with_confidence([images[i] for i in need]))
+                   ) if need else {}
+        all_records = self.records(images)
         void = self.class_map.void
         out, self.last_stats = [], []
-        for i, masks in enumerate(all_masks):
-            base = edge_labels[i] if use_edge[i] else sem[i]
+        for i, recs in enumerate(all_records):
+            base, conf = (edge_labels[i], None) if use_edge[i] else sem[i]
+            masks = [r['segmentation'] for r in recs]
             refined, chosen = voting.vote_details(base, masks, ignore=(void, 255))
             refined[refined == 255] = void  # edge pixels without a label and no mask vote
-            out.append(refined)
+            conf = (np.zeros(base.shape, np.float32) if conf is None
+                    else np.array(conf, np.float32))
+            for j in voting.mask_order(masks):
+                if chosen[j] < 0:
+                    continue
+                m = np.asarray(masks[j], bool)
+                votes = np.bincount(base[m], minlength=256)
+                votes[[void, 255]] = 0
+                purity = votes[chosen[j]] / max(1, votes.sum())
+                q = float(recs[j].get('predicted_iou', 1.0)) * float(
+                    recs[j].get('stability_score', 1.0)) * float(purity)
+                conf[m] = min(1.0, max(0.0, q))
+            out.append((refined, conf))
             self.last_stats.append({'masks': len(masks),
                                     'voted': sum(c >= 0 for c in chosen),
                                     'changed': int(np.count_nonzero(refined != base))})

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch idiom)
 
-from laecips_cloud.labellers import Labeller, resolve_device
+from laecips_cloud.labellers import LogitLabeller, resolve_device
 from laecips_core.classes import CAMVID, ClassMap
 
 
@@ -33,7 +33,7 @@ def _class_map(path: str | os.PathLike | None) -> ClassMap:
     return ClassMap.load(path) if path else CAMVID
 
 
-class _ExportedLabeller(Labeller):
+class _ExportedLabeller(LogitLabeller):
     def __init__(self, weights: str | os.PathLike, class_map: str = '', device: str = 'auto',
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)):
         if not weights or not os.path.isfile(weights):
@@ -52,25 +52,17 @@ class _ExportedLabeller(Labeller):
         raise NotImplementedError
 
     @torch.inference_mode()
-    def label(self, images: Sequence[np.ndarray],
-              edge_labels: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(images)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            by_size.setdefault(im.shape[:2], []).append(i)
+    def logits_for(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        h, w = images[0].shape[:2]
         n = self.class_map.num_classes
-        for (h, w), idx in by_size.items():
-            logits = self._run(self._input([images[i] for i in idx]))
-            if logits.ndim != 4 or logits.shape[1] < n:
-                raise ValueError(f'{self.name}: model returned {tuple(logits.shape)}, expected '
-                                 f'(B, >={n}, h, w)')
-            logits = logits[:, :n].float()
-            if logits.shape[-2:] != (h, w):
-                logits = F.interpolate(logits, (h, w), mode='bilinear', align_corners=False)
-            ids = logits.argmax(1).to(torch.uint8).cpu().numpy()
-            for j, i in enumerate(idx):
-                out[i] = ids[j]
-        return out
+        logits = self._run(self._input(images))
+        if logits.ndim != 4 or logits.shape[1] < n:
+            raise ValueError(f'{self.name}: model returned {tuple(logits.shape)}, expected '
+                             f'(B, >={n}, h, w)')
+        logits = logits[:, :n].float()
+        if logits.shape[-2:] != (h, w):
+            logits = F.interpolate(logits, (h, w), mode='bilinear', align_corners=False)
+        return logits
 
 
 class TorchScriptLabeller(_ExportedLabeller):
