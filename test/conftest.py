@@ -22,6 +22,8 @@ from typing import Callable
 
 import pytest
 
+from laecips_core.nodes import param_args
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -76,8 +78,7 @@ class Procs:
              ros_args: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
         """Start a node module with ``-p name:=value`` parameters and extra ROS arguments."""
         argv = [sys.executable, '-m', module, *args, '--ros-args']
-        for k, v in (params or {}).items():
-            argv += ['-p', f'{k}:={_param(v)}']
+        argv += param_args(params or {})
         argv += ros_args or []
         return self.start(name, argv, env)
 
@@ -106,14 +107,6 @@ class Procs:
             _stop(p, 5.0)
             if failed:
                 sys.stderr.write(f'\n----- {name} (exit {p.returncode}) -----\n{_tail(log)}\n')
-
-
-def _param(v: object) -> str:
-    if isinstance(v, bool):
-        return 'true' if v else 'false'
-    if isinstance(v, (list, tuple)):
-        return '[' + ','.join(_param(x) for x in v) + ']'
-    return str(v)
 
 
 def _tail(path: Path, n: int = 4000) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from laecips_bringup import system
+from laecips_core import nodes as system
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch'

@@ -5,7 +5,7 @@
 import numpy as np
 import pytest
 
-from laecips_eval import evaluate, systems
+from laecips_eval import orchestrate, systems
 
 
 def test_resolve_adds_dependencies_in_order():
@@ -39,12 +39,12 @@ def test_build_systems():
 
 
 def test_node_argv_and_overlay_picks():
-    argv = evaluate.node_argv('edge', {'policy_params': '', 'a': [1, 2], 'b': True,
+    argv = orchestrate.node_argv('edge', {'policy_params': '', 'a': [1, 2], 'b': True,
                                        'c': 'x=1,y=2'})
     assert argv[-8:] == ['-p', "policy_params:=''", '-p', 'a:=[1,2]', '-p', 'b:=true',
                          '-p', "c:='x=1,y=2'"]
     assert '__ns:=/robot1' in argv
-    assert evaluate.keep_indices(['day'] * 4 + ['dusk'] * 3, 10) == [2, 3, 5, 6]
+    assert orchestrate.keep_indices(['day'] * 4 + ['dusk'] * 3, 10) == [2, 3, 5, 6]
 
 
 def test_reuse_only_independent_systems_with_the_same_stream(tmp_path):
@@ -56,10 +56,10 @@ def test_reuse_only_independent_systems_with_the_same_stream(tmp_path):
     edge = systems.build('edge_only')[0]
     run = {'frames': [{}] * 5, 'system': {'name': 'edge_only', 'params': {}}}
     (old / 'runs' / 'edge_only.json').write_text(json.dumps(run))
-    assert evaluate._reused(str(old), edge, 5, out)['reused_from'].endswith('edge_only.json')
+    assert orchestrate.reused(str(old), edge, 5, out)['reused_from'].endswith('edge_only.json')
     assert (out / 'runs' / 'edge_only.json').is_file()
-    assert evaluate._reused(str(old), edge, 6, out) is None  # another stream
-    assert evaluate._reused(None, edge, 5, out) is None
+    assert orchestrate.reused(str(old), edge, 6, out) is None  # another stream
+    assert orchestrate.reused(None, edge, 5, out) is None
     lae = systems.build('laecips')[0]
     (old / 'runs' / 'laecips.json').write_text(json.dumps(run))
-    assert evaluate._reused(str(old), lae, 5, out) is None  # never reused
+    assert orchestrate.reused(str(old), lae, 5, out) is None  # never reused

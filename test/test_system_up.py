@@ -10,7 +10,7 @@ from conftest import wait_until
 import psutil_free as pf
 import yaml
 
-from laecips_bringup import system
+from laecips_core import nodes as system
 
 RVIZ = Path(__file__).resolve().parents[1] / 'config' / 'laecips.rviz'
 SMALL = ['--set', 'edge.num_threads=1', '--set', 'cloud_bridge.torch_threads=1',

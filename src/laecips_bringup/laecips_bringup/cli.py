@@ -4,7 +4,8 @@
 The ``laecips`` command: start the system, run the demo, fetch data, evaluate.
 
 ``launch_ros`` is not on PyPI, so ``laecips up`` starts the same executables with the same
-parameters and remappings as the launch files in launch/ (a test keeps the two in step).
+parameters and remappings as the launch files in launch/ (``laecips_core.nodes``; a test
+keeps the two in step).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import argparse
 import importlib
 import sys
 
-from laecips_bringup import demo, system
+from laecips_bringup import demo
 from laecips_bringup.runner import Runner
+from laecips_core import nodes
 
 # Commands that are other packages' console scripts, reachable without install/*/lib on PATH.
 PASSTHROUGH = {
@@ -34,12 +36,12 @@ def up(args: argparse.Namespace) -> int:
     """Start a group of nodes and relay their logs until Ctrl-C or one of them exits."""
     runner = Runner()
     for robot in args.robot_id:
-        for spec in system.GROUPS[args.group]:
+        for spec in nodes.GROUPS[args.group]:
             if not spec.per_robot and robot != args.robot_id[0]:
                 continue  # one cloud serves every robot
             label = f'{robot}/{spec.name}' if spec.per_robot else spec.name
-            argv = [str(system.executable_path(spec))]
-            argv += system.ros_args(spec, robot_id=robot, params_file=args.params_file,
+            argv = [str(nodes.executable_path(spec))]
+            argv += nodes.ros_args(spec, robot_id=robot, params_file=args.params_file,
                                     camera_topic=args.camera_topic.format(robot_id=robot),
                                     use_sim_time=args.use_sim_time,
                                     overrides=_overrides(args.set, spec.name))
@@ -59,7 +61,7 @@ def _overrides(items: list[str], node: str) -> dict:
         if not (sep and dot):
             raise SystemExit(f'--set expects NODE.KEY=VALUE, got {item!r}')
         if name == node:
-            out[key] = value
+            out[key] = nodes.Raw(value)  # the user's text is ROS parameter syntax already
     return out
 
 
@@ -67,12 +69,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='laecips', description=__doc__.split('\n')[0])
     sub = p.add_subparsers(dest='cmd', required=True)
     u = sub.add_parser('up', help='start nodes as the launch files do')
-    u.add_argument('group', choices=sorted(system.GROUPS), help='which nodes')
+    u.add_argument('group', choices=sorted(nodes.GROUPS), help='which nodes')
     u.add_argument('--robot-id', action='append', default=None,
                    help='robot id = namespace of the edge node (repeat for several robots)')
     u.add_argument('--params-file', default=None,
                    help='one params YAML for every node (default: config/<node>.yaml)')
-    u.add_argument('--camera-topic', default=system.CAMERA_TOPIC,
+    u.add_argument('--camera-topic', default=nodes.CAMERA_TOPIC,
                    help='camera topic; {robot_id} is replaced, e.g. /{robot_id}/camera/image_raw')
     u.add_argument('--set', action='append', default=[], metavar='NODE.KEY=VALUE',
                    help='override a parameter, e.g. edge.policy_rule=always')

@@ -38,7 +38,7 @@ import torch
 
 from laecips_cloud import labellers
 from laecips_cloud import policy_fit as pf
-from laecips_cloud.distill import DistillConfig, Distiller, resize_label
+from laecips_cloud.distill import DistillConfig, Distiller
 from laecips_core import camvid as cv
 from laecips_core import weights
 from laecips_core.metrics import confusion, miou
@@ -142,17 +142,11 @@ def online(dist: Distiller, stream: list[tuple[str, np.ndarray]], lab: labellers
 
 
 def fit_policy(dist: Distiller, args) -> pf.Fit:
-    """Fit the learned rule on every kept pair, scored with the active model."""
-    pairs = dist.scored_pairs()
-    model = dist.build(dist.active)
-    preds, feats = dist.predict(model, [p.rgb for p in pairs])
-    dis = np.array([pf.disagreement(e, resize_label(p.label, dist.size), dist.void)
-                    for e, p in zip(preds, pairs)])
-    w = np.array([1 / max(p.propensity, 1e-3) for p in pairs])
-    recent = pf.recent_mask([p.seq for p in pairs], args.policy_window)
-    return pf.fit_learned(feats, dis, args.target_upload_ratio, weights=w,
-                          min_disagreement=args.min_disagreement, explore=args.explore,
-                          recent=recent)
+    """Fit the policy on every kept pair, scored with the active model: the trainer's recipe."""
+    return pf.fit_policy(dist, dist.active, pf.Recipe(
+        rule=args.policy_rule, target_upload_ratio=args.target_upload_ratio,
+        min_disagreement=args.min_disagreement, explore=args.explore,
+        window=args.policy_window, burst=args.budget_burst))
 
 
 def windows(events: list[dict], size: int) -> list[dict]:
@@ -186,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--explore', type=float, default=0.05)
     ap.add_argument('--policy-window', type=int, default=60,
                     help='camera frames whose labelled ones set the budget threshold')
+    ap.add_argument('--policy-rule', choices=('learned', 'fixed'), default=pf.Recipe.rule,
+                    help="fitted policy, as the trainer's policy_rule")
+    ap.add_argument('--budget-burst', type=float, default=pf.Recipe.burst,
+                    help="the edge's token bucket, as the trainer's budget_burst (0: off)")
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
     ap.add_argument('--no-class-balance', action='store_true')

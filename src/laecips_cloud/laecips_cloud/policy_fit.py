@@ -34,10 +34,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from laecips_core.policy import Policy
+
+if TYPE_CHECKING:  # distill imports torch; the fitting itself does not need it
+    from laecips_cloud.distill import Distiller
 
 FEATURES = ('conf_ratio', 'entropy', 'margin')
 
@@ -280,3 +284,39 @@ def _corr(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
     cov = np.average((a - ma) * (b - mb), weights=w)
     va, vb = np.average((a - ma) ** 2, weights=w), np.average((b - mb) ** 2, weights=w)
     return float(cov / math.sqrt(va * vb)) if va > 0 and vb > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the cloud fits a robot's policy: the trainer's parameters, and adapt_bench's."""
+
+    rule: str = 'learned'  # 'learned' (estimator) or 'fixed' (conf_ratio threshold only)
+    target_upload_ratio: float = 0.3
+    min_disagreement: float = 0.1
+    explore: float = 0.05
+    window: int = 60  # camera frames (by seq) whose labelled ones set the budget threshold
+    burst: float = 10.0  # the edge's token bucket; 0 = threshold only
+
+
+def fit_policy(dist: Distiller, state: dict, recipe: Recipe) -> Fit:
+    """
+    Fit a robot's policy on its distiller's kept pairs, scored with the model ``state``.
+
+    Each pair is weighted by its inverse upload propensity; only the ``recipe.window``
+    newest frames set the budget threshold. Raises ValueError with too few frames.
+    """
+    from laecips_cloud.distill import resize_label
+    pairs = dist.scored_pairs()
+    preds, feats = dist.predict(dist.build(state), [q.rgb for q in pairs])
+    dis = np.array([disagreement(e, resize_label(q.label, dist.size), dist.void)
+                    for e, q in zip(preds, pairs)])
+    w = np.array([1.0 / max(q.propensity, 1e-3) for q in pairs])
+    recent = recent_mask([q.seq for q in pairs], recipe.window)
+    args = dict(weights=w, min_disagreement=recipe.min_disagreement, explore=recipe.explore,
+                recent=recent, burst=recipe.burst)
+    if recipe.rule == 'fixed':
+        fit = fit_conf_ratio(feats[:, 0], dis, recipe.target_upload_ratio, **args)
+    else:
+        fit = fit_learned(feats, dis, recipe.target_upload_ratio, **args)
+    fit.info.setdefault('pairs', len(pairs))
+    return fit

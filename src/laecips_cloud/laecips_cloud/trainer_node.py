@@ -32,7 +32,6 @@ request's serialized size in bytes.
 from __future__ import annotations
 
 import array
-from collections import OrderedDict
 from dataclasses import dataclass, field
 import math
 import threading
@@ -45,9 +44,10 @@ from rclpy.serialization import serialize_message
 import torch
 
 from laecips_cloud import policy_fit as pf
-from laecips_cloud.distill import Candidate, DistillConfig, Distiller, resize_label
+from laecips_cloud.distill import Candidate, DistillConfig, Distiller
 from laecips_core import codecs, signing, weights
 from laecips_core import interface as ifc
+from laecips_core.pairing import Joiner, SeqContinuation, backoff_delay
 from laecips_core.policy import Policy, parse_params
 from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
@@ -55,9 +55,6 @@ from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 from laecips_ros.node import check_choices, declare_params, qos, run_node
 
-# A robot's seq may go back this much (pairs completing out of order) without being taken
-# for an edge restart.
-SEQ_REORDER = 8
 PUSH_MODES = ('weights_and_policy', 'weights', 'policy')
 
 
@@ -88,8 +85,7 @@ class Robot:
     push: Push | None = None  # at most one outstanding update (queued or in flight)
     pairs: int = 0
     pairs_at_policy_fit: int = 0
-    seq_base: int = 0  # added to the edge's seq, which starts from 0 at each edge start
-    last_seq: int = -1  # the largest continued seq paired so far
+    seq: SeqContinuation = field(default_factory=SeqContinuation)  # across edge restarts
     pushes: dict = field(default_factory=lambda: {'accepted': 0, 'rejected': 0, 'failed': 0})
 
 
@@ -155,6 +151,10 @@ class TrainerNode(Node):
             recent_fraction=p['recent_fraction'], val_fraction=p['val_fraction'],
             val_size=p['val_size'], gate_margin=p['gate_margin'],
             gate_metric=p['gate_metric'], seed=p['seed'])
+        self.recipe = pf.Recipe(rule=p['policy_rule'],
+                                target_upload_ratio=p['target_upload_ratio'],
+                                min_disagreement=p['min_disagreement'], explore=p['explore'],
+                                window=p['policy_window'], burst=p['budget_burst'])
         self.get_logger().info(
             f'initial weights {path} ({self.meta.arch} v{self.meta.version}, input '
             f'{self.meta.input_size}); pushes to {p["service_pattern"]} ({p["push_mode"]})')
@@ -162,9 +162,8 @@ class TrainerNode(Node):
         self.lock = threading.Lock()  # robots, join tables, counters
         self.push_lock = threading.RLock()  # each robot's push state machine
         self.robots: dict[str, Robot] = {}
-        self.frames: OrderedDict[tuple[str, int, int], tuple[float, HardFrame]] = OrderedDict()
-        self.labels: OrderedDict[tuple[str, int, int], tuple[float, CloudLabel]] = OrderedDict()
-        self.counts = dict.fromkeys(['frames', 'labels', 'pairs', 'unmatched', 'bad'], 0)
+        self.joiner = Joiner(p['join_max'], p['join_timeout'])  # under self.lock
+        self.counts = dict.fromkeys(['frames', 'labels', 'pairs', 'bad'], 0)
         self.clients_group = ReentrantCallbackGroup()
         data_group = MutuallyExclusiveCallbackGroup()
         # Frames come from the bridge beside us, not from the robots: each hard frame crosses
@@ -178,39 +177,19 @@ class TrainerNode(Node):
         self.create_timer(0.25, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
 
     # --- joining hard frames and cloud labels -----------------------------------------
-    @staticmethod
-    def _key(msg: HardFrame | CloudLabel) -> tuple[str, int, int]:
-        stamp = msg.header.stamp
-        return msg.robot_id, int(msg.seq), stamp.sec * 10**9 + stamp.nanosec
-
     def _on_frame(self, msg: HardFrame) -> None:
-        key = self._key(msg)
         with self.lock:
             self.counts['frames'] += 1
-            label = self.labels.pop(key, None)
-            if label is None:
-                self._remember(self.frames, key, msg)
-                return
-        self._pair(msg, label[1])
+            label = self.joiner.add_frame(msg)
+        if label is not None:
+            self._pair(msg, label)
 
     def _on_label(self, msg: CloudLabel) -> None:
-        key = self._key(msg)
         with self.lock:
             self.counts['labels'] += 1
-            frame = self.frames.pop(key, None)
-            if frame is None:  # the label overtook its frame: wait for it
-                self._remember(self.labels, key, msg)
-                return
-        self._pair(frame[1], msg)
-
-    def _remember(self, table: OrderedDict, key: tuple, msg: object) -> None:
-        now = time.monotonic()
-        table[key] = (now, msg)
-        table.move_to_end(key)
-        while table and (len(table) > self.p['join_max']
-                         or now - next(iter(table.values()))[0] > self.p['join_timeout']):
-            table.popitem(last=False)
-            self.counts['unmatched'] += 1
+            frame = self.joiner.add_label(msg)
+        if frame is not None:
+            self._pair(frame, msg)
 
     def _pair(self, frame: HardFrame, label: CloudLabel) -> None:
         try:
@@ -235,12 +214,7 @@ class TrainerNode(Node):
 
     def _continued_seq(self, robot: Robot, seq: int) -> int:
         with self.lock:
-            s = seq + robot.seq_base
-            restarted = s < robot.last_seq - SEQ_REORDER
-            if restarted:  # the edge counts from 0 again: continue after what came before
-                robot.seq_base = robot.last_seq + 1 - seq
-                s = robot.last_seq + 1
-            robot.last_seq = max(robot.last_seq, s)
+            s, restarted = robot.seq(seq)
         if restarted:
             self.get_logger().info(f'{robot.robot_id}: seq went back to {seq} (edge '
                                    f'restarted?): continued as {s}')
@@ -283,26 +257,15 @@ class TrainerNode(Node):
             robot.push = push
 
     def _fit_policy(self, robot: Robot, state: dict) -> Policy | None:
-        d = robot.distiller
-        pairs = d.scored_pairs()
         try:
-            preds, feats = d.predict(d.build(state), [q.rgb for q in pairs])
-            dis = np.array([pf.disagreement(e, resize_label(q.label, d.size), d.void)
-                            for e, q in zip(preds, pairs)])
-            w = np.array([1.0 / max(q.propensity, 1e-3) for q in pairs])
-            recent = pf.recent_mask([q.seq for q in pairs], self.p['policy_window'])
-            args = dict(weights=w, min_disagreement=self.p['min_disagreement'],
-                        explore=self.p['explore'], recent=recent, burst=self.p['budget_burst'])
-            if self.p['policy_rule'] == 'fixed':
-                fit = pf.fit_conf_ratio(feats[:, 0], dis, self.p['target_upload_ratio'], **args)
-            else:
-                fit = pf.fit_learned(feats, dis, self.p['target_upload_ratio'], **args)
+            fit = pf.fit_policy(robot.distiller, state, self.recipe)
         except ValueError as e:  # too few frames: keep the robot's policy
             self.get_logger().info(f'{robot.robot_id}: policy not refitted: {e}')
             return None
         self.get_logger().info(
             f'{robot.robot_id}: policy {fit.policy.rule} threshold {fit.policy.threshold:.4f}, '
-            f'expected upload ratio {fit.expected_upload_ratio:.3f} on {len(pairs)} frames')
+            f'expected upload ratio {fit.expected_upload_ratio:.3f} on {fit.info["pairs"]} '
+            'frames')
         return fit.policy
 
     def _request(self, robot: Robot, version: int, data: bytes, sha: str,
@@ -367,9 +330,8 @@ class TrainerNode(Node):
             robot.pushes['failed'] += 1
             self._finish(robot, push, accepted=False, reason=f'gave up: {why}', active=0)
             return
-        # Exponential backoff: a missing or overloaded edge is not hammered.
-        delay = max(at_least, min(self.p['retry_max'],
-                                  self.p['retry_initial'] * 2 ** (push.failures - 1)))
+        delay = backoff_delay(push.failures, self.p['retry_initial'], self.p['retry_max'],
+                              at_least)
         push.next_try = time.monotonic() + delay
         self.get_logger().warning(f'{robot.robot_id}: update v{push.request.version}: {why}; '
                                   f'retry in {delay:.1f} s', throttle_duration_sec=5.0)

@@ -41,6 +41,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from laecips_core import codecs, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.policy import Budget, Policy, PolicyError, parse_params
+from laecips_core.update_gate import check_update
 from laecips_edge import engine
 from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame
@@ -403,31 +404,12 @@ class EdgeNode(Node):
         return res
 
     def _apply_update(self, req: UpdateWeights.Request) -> str:
-        # Cheapest checks first: the size before hashing or parsing, the signature before
-        # reading anything the sender controls.
-        pol = req.policy
-        size = (len(req.weights) + 8 * len(pol.values) + sum(len(k) for k in pol.keys)
-                + len(pol.rule) + len(req.format) + len(req.sha256) + len(req.signature))
-        if size > self.p['max_update_bytes']:
-            raise ValueError(f'request too large: {size} bytes of weights and policy, the '
-                             f'limit is {self.p["max_update_bytes"]} (max_update_bytes)')
-        if self.hmac_key is not None:
-            signing.verify_request(self.hmac_key, req, self.robot_id)
-        # Validate everything before changing anything, so a rejection changes nothing.
-        policy = (Policy.from_lists(req.policy.rule, req.policy.keys, req.policy.values)
-                  if req.policy.rule else None)
-        data = bytes(req.weights)
-        prepared = None
-        if data:
-            if req.format != 'safetensors':
-                raise ValueError(f"format {req.format!r} refused: only 'safetensors'")
-            if req.version <= self.segmenter.version:
-                raise ValueError(f'version {req.version} is not newer than the active '
-                                 f'{self.segmenter.version}')
-            sd, meta = weights.from_bytes(data, expected_sha256=req.sha256)
-            prepared = self.segmenter.prepare(sd, req.version, meta)
-        elif policy is None:
-            raise ValueError('empty request: no weights and no policy')
+        # Everything is checked before anything changes, so a rejection changes nothing.
+        up = check_update(req, self.segmenter.version, self.p['max_update_bytes'],
+                          self.hmac_key, self.robot_id)
+        policy, data = up.policy, up.data
+        prepared = (self.segmenter.prepare(up.state, req.version, up.meta)
+                    if up.state is not None else None)
         with self.swap_lock:
             if prepared is not None:
                 self.segmenter.commit(prepared)
