@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from laecips_core import camvid as cv
-from laecips_eval.camvid_download import download
+from laecips_tools.camvid_download import download
 
 
 def _mirror(src, dst, split, n):

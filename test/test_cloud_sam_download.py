@@ -21,7 +21,7 @@ class _Zeros(Labeller):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, '-m', 'laecips_cloud.sam_download', *args],
+    return subprocess.run([sys.executable, '-m', 'laecips_tools.sam_download', *args],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -22,8 +22,6 @@ setup(
         'console_scripts': [
             'cloud_bridge = laecips_cloud.bridge_node:main',
             'trainer = laecips_cloud.trainer_node:main',
-            'sam_download = laecips_cloud.sam_download:main',
-            'bench_cloud = laecips_cloud.bench:main',
         ],
     },
 )

@@ -26,8 +26,6 @@ setup(
     entry_points={
         'console_scripts': [
             'edge_node = laecips_edge.edge_node:main',
-            'train_factory = laecips_edge.train_factory:main',
-            'bench_edge = laecips_edge.bench:main',
         ],
     },
 )

@@ -23,12 +23,12 @@ PASSTHROUGH = {
     'evaluate': ('laecips_eval.evaluate', 'run the systems of the protocol, write a report'),
     'bag': ('laecips_eval.camvid_to_bag', 'convert CamVid into a rosbag2 (mcap) file'),
     'replay': ('laecips_eval.replay_node', 'replay a rosbag2 bag (node; takes --ros-args)'),
-    'camvid-download': ('laecips_eval.camvid_download', 'download CamVid (SegNet version)'),
-    'train-factory': ('laecips_edge.train_factory', 'train the factory edge model'),
-    'bench-edge': ('laecips_edge.bench', 'edge model and node benchmark (JSON)'),
-    'bench-cloud': ('laecips_cloud.bench', 'labeller benchmark (JSON)'),
-    'sam-download': ('laecips_cloud.sam_download', 'download an official SAM checkpoint'),
-    'soak': ('laecips_bringup.soak', 'many robots for minutes: memory and accounting (JSON)'),
+    'camvid-download': ('laecips_tools.camvid_download', 'download CamVid (SegNet version)'),
+    'train-factory': ('laecips_tools.train_factory', 'train the factory edge model'),
+    'bench-edge': ('laecips_tools.bench_edge', 'edge model and node benchmark (JSON)'),
+    'bench-cloud': ('laecips_tools.bench_cloud', 'labeller benchmark (JSON)'),
+    'sam-download': ('laecips_tools.sam_download', 'download an official SAM checkpoint'),
+    'soak': ('laecips_tools.soak', 'many robots for minutes: memory and accounting (JSON)'),
 }
 
 

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if root is None:
         print(HOWTO, file=sys.stderr)
         if sys.stdin.isatty() and input('Download it now into data/camvid? [y/N] ') == 'y':
-            from laecips_eval.camvid_download import download
+            from laecips_tools.camvid_download import download
             root = download('data/camvid')
         else:
             return 2

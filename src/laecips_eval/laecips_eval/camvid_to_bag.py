@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     root = camvid.find_root(args.root)
     if root is None:
         print('camvid_to_bag: CamVid not found (use --root or LAECIPS_CAMVID; '
-              'laecips_eval.camvid_download fetches it)', file=sys.stderr)
+              'laecips_tools.camvid_download fetches it)', file=sys.stderr)
         return 1
     seqs = [s for s in args.sequences.split(',') if s]
     items = select(root, args.stream, args.split, seqs, args.first, args.last,

@@ -5,7 +5,7 @@ Adaptation benchmark on the dusk stream: does distilling cloud labels win back t
 
 Run (prints one JSON object)::
 
-    python -m laecips_cloud.adapt_bench [--weights factory.safetensors] [--camvid PATH]
+    python -m laecips_tools.adapt_bench [--weights factory.safetensors] [--camvid PATH]
         [--espnet espnet_c_camvid.pth] [--steps 400] [--mode offline|online]
 
 The edge model adapts on the 62 ``train``-split 0001TP frames (6690-8520) labelled by the

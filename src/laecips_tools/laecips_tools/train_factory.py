@@ -30,7 +30,8 @@ from laecips_core import camvid as cv
 from laecips_core import metrics, models, weights
 from laecips_core.classes import CAMVID
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / 'weights' / 'factory.safetensors'
+DEFAULT_OUT = (Path(__file__).resolve().parents[2] / 'laecips_edge' / 'weights'
+               / 'factory.safetensors')
 INPUT_SIZE = (180, 240)  # half of CamVid's 360x480; masks are upsampled back
 
 
