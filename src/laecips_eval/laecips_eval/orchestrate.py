@@ -127,15 +127,6 @@ def _wait(cond, timeout: float, what: str, runner: Runner, labels: list[str]) ->
         time.sleep(0.1)
 
 
-def _wait(cond, timeout: float, what: str, runner: Runner, labels: list[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        runner.check(labels)
-        if time.monotonic() > deadline:
-            raise RuntimeError(f'timed out after {timeout:.0f} s waiting for {what}')
-        time.sleep(0.1)
-
-
 def run_system(sys_: systems.System, args: argparse.Namespace, runner: Runner, bag: Path,
                n_frames: int, out_dir: Path, keep: list[int]) -> dict:
     """Run one system over the bag and return the recorder's output."""

@@ -38,6 +38,7 @@ from sensor_msgs.msg import Image
 from laecips_eval import bags
 from laecips_eval.recorder import Recording
 from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame, WeightPush
+from laecips_ros.node import ros_session
 
 
 def _stamp_ns(stamp) -> int:
@@ -243,34 +244,31 @@ def _json_default(o):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
     code = 0
-    try:
-        node = RecorderNode()
-        executor = rclpy.executors.SingleThreadedExecutor()  # short callbacks only
-        executor.add_node(node)
-        # Spun from this thread: a spin thread still inside rcl when the interpreter exits
-        # (executor.shutdown can time out under load) aborted the process ('terminate called
-        # without an active exception') after the results were written.
-        while not node.done.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.2)
-        out = node.write()
-        t = out['totals']
-        nan = sum(1 for f in out['frames'] if math.isnan(f['latency_s']))
-        node.get_logger().info(f'recorded {t["gt"]} frames ({t["edge_masks"]} edge masks, '
-                               f'{t["refined_masks"]} refined, {t["hard_frames"]} uploads, '
-                               f'{t["labels"]} labels, {len(out["pushes"])} pushes, '
-                               f'{nan} without a mask)')
-        executor.shutdown(timeout_sec=2.0)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = 130
-        if node is not None:
-            node.write()
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    with ros_session(args) as made:
+        node = None
+        try:
+            node = RecorderNode()
+            made.append(node)
+            executor = rclpy.executors.SingleThreadedExecutor()  # short callbacks only
+            executor.add_node(node)
+            # Spun from this thread: a spin thread still inside rcl when the interpreter
+            # exits (executor.shutdown can time out under load) aborted the process
+            # ('terminate called without an active exception') after the results were written.
+            while not node.done.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.2)
+            out = node.write()
+            t = out['totals']
+            nan = sum(1 for f in out['frames'] if math.isnan(f['latency_s']))
+            node.get_logger().info(f'recorded {t["gt"]} frames ({t["edge_masks"]} edge masks, '
+                                   f'{t["refined_masks"]} refined, {t["hard_frames"]} uploads, '
+                                   f'{t["labels"]} labels, {len(out["pushes"])} pushes, '
+                                   f'{nan} without a mask)')
+            executor.shutdown(timeout_sec=2.0)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            code = 130
+            if node is not None:
+                node.write()
     return code
 
 

@@ -31,6 +31,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from laecips_eval import bags
+from laecips_ros.node import ros_session
 
 
 def message_class(msgtype: str):
@@ -184,21 +185,16 @@ def _stamp_offset(conn, store) -> int | None:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
     code = 0
-    try:
-        node = ReplayNode()
-        node.play()
-    except KeyboardInterrupt:
-        code = 130
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f'replay: {e}', file=sys.stderr)
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    with ros_session(args) as made:
+        try:
+            made.append(ReplayNode())
+            made[0].play()
+        except KeyboardInterrupt:
+            code = 130
+        except (ValueError, FileNotFoundError, OSError) as e:
+            print(f'replay: {e}', file=sys.stderr)
+            code = 1
     return code
 
 

@@ -10,7 +10,8 @@ profile, and ``run_node`` is a node module's ``main()``.
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
@@ -61,6 +62,23 @@ def qos(profile: Qos) -> QoSProfile:
                      else ReliabilityPolicy.BEST_EFFORT),
         durability=(DurabilityPolicy.TRANSIENT_LOCAL if profile.durability == 'transient_local'
                     else DurabilityPolicy.VOLATILE))
+
+
+@contextlib.contextmanager
+def ros_session(args: list[str] | None = None) -> Iterator[list[Node]]:
+    """
+    Init rclpy; yield a list to append the session's nodes to; always destroy and shut down.
+
+    For a node module whose ``main()`` is not a plain spin (the recorder, the replay).
+    """
+    rclpy.init(args=args)
+    made: list[Node] = []
+    try:
+        yield made
+    finally:
+        for node in made:
+            node.destroy_node()
+        rclpy.try_shutdown()
 
 
 def run_node(make: Callable[[], Node], args: list[str] | None = None) -> None:
