@@ -24,7 +24,7 @@ from laecips_core import weights
 from laecips_core.metrics import confusion, miou
 from laecips_edge import engine
 
-FACTORY = Path(__file__).resolve().parents[1] / 'src/laecips_core/weights/factory.safetensors'
+FACTORY = Path(__file__).resolve().parents[1] / 'src/laecips_edge/weights/factory.safetensors'
 
 STEPS = 60
 # Measured with these settings and the committed factory weights (sha256 680b7224...), one
