@@ -21,6 +21,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 import torch
 
+from laecips_cloud.labellers import Labeller
 from laecips_core import codecs
 from laecips_core.frame_check import HardFrameError, check_robot_id, decode_hard_frame
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
@@ -155,7 +156,7 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
         assert text in why[seq], (seq, why[seq])
 
 
-class _Gate:
+class _Gate(Labeller):
     """A labeller that blocks until released, recording what it was given."""
 
     name, device = 'gate', 'cpu'
@@ -181,7 +182,8 @@ def test_bridge_queue_drops_oldest():
     gate = _Gate()
     node = BridgeNode(labeller=gate, context=ctx, parameter_overrides=[
         Parameter('queue_size', value=3), Parameter('max_batch', value=8),
-        Parameter('max_wait_ms', value=0.0), Parameter('warmup', value=False)])
+        Parameter('max_wait_ms', value=0.0), Parameter('warmup', value=False),
+        Parameter('anchor_root', value='none')])
     try:
         node._on_frame(_frame('robot1', 0))
         assert gate.started.wait(10.0)  # frame 0 is being labelled, the worker is busy

@@ -107,3 +107,39 @@ def test_sensor_noise_is_deterministic_per_frame():
     c = corruptions.sensor_noise(rgb, 0.1, corruptions.seed_of('0001TP_008580'))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert 15 < np.std(a.astype(float)) < 35  # ~25.5 levels
+
+
+def test_teacher_judges_per_robot_and_per_frame_size():
+    from laecips_core import teacher
+    rng = np.random.default_rng(3)
+    truths = [rng.integers(0, 3, (24, 32)).astype(np.uint8) for _ in range(4)]
+    rgbs = [np.repeat(t[..., None] * 80, 3, 2).astype(np.uint8) for t in truths]
+    calls = []
+
+    def label(images, edge_labels=None):
+        # Right and sure at the anchors' size, less sure of smaller frames.
+        out = []
+        for im in images:
+            calls.append(im.shape[:2])
+            conf = np.full(im.shape[:2], 0.95, np.float32)
+            if im.shape[:2] != (24, 32):
+                conf[::2] = 0.5
+            out.append(((im[..., 0] // 80).astype(np.uint8), conf))
+        return out
+
+    t = teacher.Teacher.from_anchor(label, rgbs, truths, VOID, window=3, min_labels=2)
+    assert t.judges and t.reference == 1.0
+    sure, unsure = np.full((24, 32), 0.95, np.float32), np.full((24, 32), 0.5, np.float32)
+    v = t.judge('r1', 0, sure)
+    assert v.state == health.HEALTHY and v.grid.shape == (3, 4) and 0.9 < v.mean <= 1
+    states = [t.judge('r1', s, unsure).state for s in range(1, 12)]
+    assert states[-1] == health.UNHEALTHY and t.unhealthy() == 1
+    assert t.judge('r2', 0, sure).state == health.HEALTHY, 'per robot'
+    assert t.judge('r1', 0, sure).state == health.HEALTHY, 'an edge restart starts afresh'
+    # Smaller frames: judged against the anchors resized to that size (measured once).
+    n = len(calls)
+    small = np.full((12, 16), 0.95, np.float32)
+    small[::2] = 0.5  # as unsure as on the resized anchors: healthy at this size
+    assert all(t.judge('r3', s, small).state == health.HEALTHY for s in range(5))
+    assert len(calls) == n + len(rgbs)
+    assert teacher.Teacher().judge('r', 0, None).state == health.UNKNOWN

@@ -62,8 +62,9 @@ def _lying_header(data: bytes) -> bytes:
 
 def test_edge_node_rejects_bad_input_and_keeps_working(procs, rosnode, tmp_path):
     # policy always: every good frame is uploaded, so labels can come back for it.
+    # refine=replace: the refined mask is the label as sent (fusion: test_system_trust).
     _start(procs, tmp_path / 'state', rule='always', send_edge_label=False,
-           max_pixels=100 * 100, max_update_bytes=4 << 20)
+           max_pixels=100 * 100, max_update_bytes=4 << 20, refine='replace')
     peer = Peer(rosnode)
     refined = []
     rosnode.node.create_subscription(Image, f'{NS}/edge/mask_refined', refined.append, QOS)

@@ -25,6 +25,8 @@ PASSTHROUGH = {
     'replay': ('laecips_eval.replay_node', 'replay a rosbag2 bag (node; takes --ros-args)'),
     'camvid-download': ('laecips_tools.camvid_download', 'download CamVid (SegNet version)'),
     'train-factory': ('laecips_tools.train_factory', 'train the factory edge model'),
+    'calibrate-edge': ('laecips_tools.calibrate_edge', "store an edge model's confidence "
+                       'calibration (anchor set) in its weights file'),
     'bench-edge': ('laecips_tools.bench_edge', 'edge model and node benchmark (JSON)'),
     'bench-cloud': ('laecips_tools.bench_cloud', 'labeller benchmark (JSON)'),
     'sam-download': ('laecips_tools.sam_download', 'download an official SAM checkpoint'),

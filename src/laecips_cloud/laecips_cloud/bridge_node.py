@@ -35,7 +35,7 @@ import numpy as np
 from rclpy.node import Node
 
 from laecips_cloud.labellers import Labeller, create, resolve_device
-from laecips_core import codecs
+from laecips_core import anchor, codecs, health
 from laecips_core import interface as ifc
 from laecips_core.frame_check import (
     MAX_PAYLOAD_BYTES,
@@ -44,6 +44,7 @@ from laecips_core.frame_check import (
     decode_hard_frame,
     payload_size,
 )
+from laecips_core.teacher import Teacher
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
 from laecips_ros.node import declare_params, qos, run_node
 
@@ -72,6 +73,15 @@ PARAMS = {
     'qos_depth': (10, 'reliable QoS history depth of the hard frame and label topics'),
     'stats_period': (2.0, 'seconds between CloudStats messages'),
     'warmup': (True, 'label one dummy frame before the first real one'),
+    'anchor_root': ('', "CamVid folder holding the anchor set (factory data: calibration and "
+                        "health reference); empty: found as usual; 'none': no anchor set"),
+    'anchor_frames': (16, 'anchor frames labelled at start-up (0: no calibration, health '
+                          'unknown)'),
+    'confidence_stride': (8, 'confidence grid block size in pixels (CloudLabel.confidence)'),
+    'health_window': (8, 'labels of a robot averaged by the teacher-health monitor'),
+    'health_trip': (0.75, 'teacher unhealthy below this share of its anchor confident-pixel '
+                          'fraction'),
+    'health_recover': (0.85, 'and healthy again above this share'),
 }
 
 
@@ -124,6 +134,7 @@ class BridgeNode(Node):
         self.counters = collections.Counter()
         self._log_limit = _LogLimit()
         self._period = {'batches': 0, 'frames': 0, 'seconds': 0.0}
+        self.teacher = Teacher()  # replaced by the anchor-fitted one before the first frame
 
         link = qos(ifc.Qos(int(self.p['qos_depth'])))
         self.pub_label = self.create_publisher(CloudLabel, ifc.CLOUD_LABELS, link)
@@ -190,6 +201,8 @@ class BridgeNode(Node):
         for k in ('frames_in', 'labels_out', 'dropped_queue', 'rejected', 'bytes_in',
                   'bytes_out'):
             setattr(m, k, int(c.get(k, 0)))
+        m.labels_unhealthy = int(c.get('labels_unhealthy', 0))
+        m.robots_unhealthy = self.teacher.unhealthy()
         m.queue_len = qlen
         m.mean_batch = per['frames'] / per['batches'] if per['batches'] else 0.0
         m.seconds_per_frame = per['seconds'] / per['frames'] if per['frames'] else 0.0
@@ -219,10 +232,36 @@ class BridgeNode(Node):
                 self.labeller.warmup()
             except Exception as e:  # a broken labeller shows up on the first frame too
                 self.get_logger().error(f'warmup failed: {e!r}')
+        self.teacher = self._fit_teacher()
         while not self._stop:
             batch = self._next_batch()
             if batch:
                 self._process(batch)
+
+    def _fit_teacher(self) -> Teacher:
+        p = self.p
+        args = dict(stride=int(p['confidence_stride']), window=int(p['health_window']),
+                    trip=float(p['health_trip']), recover=float(p['health_recover']))
+        data = None
+        if p['anchor_root'] != 'none' and int(p['anchor_frames']) > 0:
+            data = anchor.load(p['anchor_root'] or None, int(p['anchor_frames']))
+        if data is None:
+            self.get_logger().warning(
+                'no anchor set (CamVid day train frames; anchor_root): confidences go out '
+                'uncalibrated and teacher health is not judged')
+            return Teacher(**args)
+        try:
+            t = Teacher.from_anchor(self.labeller.label_with_confidence, data.rgbs,
+                                    data.labels, self.labeller.class_map.void, **args)
+        except Exception as e:  # a labeller that fails here fails on frames too: say so there
+            self.get_logger().error(f'could not fit the labeller on the anchor set: {e!r}')
+            return Teacher(**args)
+        self.get_logger().info(
+            f'anchor set: {len(data)} frames; calibration {t.cal.to_list()}; '
+            f'confident-pixel reference {t.reference:.3f}' if t.judges else
+            f'anchor set: {len(data)} frames; {self.labeller.name} reports no confidence or is '
+            'never sure of the anchor set: teacher health not judged')
+        return t
 
     def _decode(self, item: _Item) -> tuple[np.ndarray, np.ndarray | None] | None:
         try:
@@ -245,19 +284,25 @@ class BridgeNode(Node):
             return
         t1 = time.monotonic()
         try:
-            labels = self.labeller.label([d[0] for d in decoded], [d[1] for d in decoded])
+            labels = self.labeller.label_with_confidence([d[0] for d in decoded],
+                                                         [d[1] for d in decoded])
         except Exception as e:  # keep serving: one bad batch must not stop the bridge
             with self._lock:
                 self.counters['rejected'] += len(items)
             self.get_logger().error(f'labeller failed on a batch of {len(items)}: {e!r}')
             return
         share = (time.monotonic() - t1) / len(items)
-        for it, lab, td in zip(items, labels, t_dec):
+        for it, (lab, conf), td in zip(items, labels, t_dec):
             t = time.monotonic()
             out = CloudLabel()
             out.header, out.robot_id, out.seq = it.msg.header, it.msg.robot_id, it.msg.seq
             codecs.encode_compressed(np.ascontiguousarray(lab, np.uint8), out.label, 'png',
                                      header=it.msg.header)
+            v = self.teacher.judge(it.msg.robot_id, it.msg.seq, conf)
+            if v.grid is not None:
+                codecs.encode_compressed(v.grid, out.confidence, 'png', header=it.msg.header)
+            out.confidence_mean, out.teacher_state = v.mean, v.state
+            out.teacher_health = v.score
             out.labeller = self.labeller.name
             out.queue_time = float(t0 - it.t_in)
             out.processing_time = float(td + share + time.monotonic() - t)
@@ -265,7 +310,8 @@ class BridgeNode(Node):
             self.pub_frames.publish(it.msg)
             with self._lock:
                 self.counters['labels_out'] += 1
-                self.counters['bytes_out'] += len(out.label.data)
+                self.counters['labels_unhealthy'] += int(v.state == health.UNHEALTHY)
+                self.counters['bytes_out'] += len(out.label.data) + len(out.confidence.data)
         with self._lock:
             self._period['batches'] += 1
             self._period['frames'] += len(items)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import deque
 import copy
 from dataclasses import dataclass, field
+import json
 import logging
 import math
 import threading
@@ -34,7 +35,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
-from laecips_core import hardness, models, weights
+from laecips_core import anchor, calibration, hardness, models, weights
+from laecips_core.anchor import AnchorSet
 from laecips_core.metrics import confusion, miou, pixel_accuracy
 
 _log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ _log = logging.getLogger(__name__)
 _NO_LABEL = 255
 
 
-@dataclass
+@dataclass(eq=False)  # pairs are compared by identity (forget_recent), never by content
 class Pair:
     """One cloud-labelled frame, stored at the size the distiller trains at."""
 
@@ -54,6 +56,9 @@ class Pair:
     features: np.ndarray | None = None
     propensity: float = 1.0
     stamp: float = field(default_factory=time.monotonic)
+    # How far each pixel's cloud label can be trusted: the labeller's calibrated confidence
+    # (uint8, 255 = 1.0) at the stored size; None = fully (a label without confidence).
+    weight: np.ndarray | None = None
 
 
 class ReplayBuffer:
@@ -130,6 +135,12 @@ class DistillConfig:
     class_balance: bool = True
     idle_rounds: int = 2  # rounds run without new frames before the worker waits
     seed: int = 0
+    # A candidate may lose at most this much mIoU (0-1) on the anchor set (factory data with
+    # its labels) against the factory model: the gate that a wrong cloud cannot talk round.
+    max_anchor_drop: float = 0.01
+    # Share of every training batch drawn from the rehearsal frames (factory data with its
+    # labels), when the distiller has them.
+    anchor_mix: float = 0.25
 
 
 @dataclass
@@ -144,6 +155,7 @@ class Candidate:
     val_after: dict[str, float]
     steps: int
     frames_seen: int
+    anchor: dict[str, float] = field(default_factory=dict)
 
 
 class Distiller:
@@ -158,7 +170,8 @@ class Distiller:
 
     def __init__(self, state_dict: dict[str, torch.Tensor], meta: weights.WeightsMeta,
                  config: DistillConfig | None = None,
-                 on_candidate: Callable[[Candidate], None] | None = None):
+                 on_candidate: Callable[[Candidate], None] | None = None,
+                 anchor_set: AnchorSet | None = None, rehearsal: AnchorSet | None = None):
         self.cfg = config or DistillConfig()
         if self.cfg.gate_metric not in ('miou', 'pixel_acc'):
             raise ValueError(f'gate_metric must be miou or pixel_acc, not {self.cfg.gate_metric}')
@@ -199,11 +212,33 @@ class Distiller:
         self._new_since_round = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The newest additions, so labels found untrustworthy after the fact can be taken
+        # back (the teacher-health verdict needs a few labels to form).
+        self._added: deque[tuple[str, Pair]] = deque(maxlen=64)
+        self.forgotten = 0
+        self.anchor_rejections = 0
+        self.anchor: tuple[np.ndarray, np.ndarray] | None = None
+        self.anchor_factory: dict[str, float] = {}
+        self._anchor_base: tuple[np.ndarray, np.ndarray] | None = None
+        self.rehearsal = [Pair(resize_rgb(r, self.store_size), resize_label(g, self.store_size))
+                          for r, g in zip(rehearsal.rgbs, rehearsal.labels)] if rehearsal else []
+        if anchor_set is not None and len(anchor_set):
+            self.anchor = (np.stack([resize_rgb(r, self.size) for r in anchor_set.rgbs]),
+                           np.stack([resize_label(g, self.size) for g in anchor_set.labels]))
+            self.anchor_factory = self.anchor_score(self._active_model)
+            self.meta = copy.deepcopy(meta)
+            self.meta.extra['calibration'] = json.dumps(self.anchor_factory.pop('calibration'))
 
     # ---- data ---------------------------------------------------------------------------
     def add(self, rgb: np.ndarray, label: np.ndarray, seq: int = 0,
-            features: np.ndarray | None = None, propensity: float = 1.0) -> str:
-        """Store one (frame, cloud label) pair; return 'train' or 'val' (where it went)."""
+            features: np.ndarray | None = None, propensity: float = 1.0,
+            confidence: np.ndarray | None = None) -> str:
+        """
+        Store one (frame, cloud label) pair; return 'train' or 'val' (where it went).
+
+        ``confidence``: the label's calibrated per-pixel confidence (HxW float in [0, 1]),
+        which weighs its pixels in training; None weighs every pixel 1.
+        """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or label.shape != rgb.shape[:2]:
             raise ValueError(f'frame {rgb.shape} and label {label.shape} do not match')
         with self._lock:
@@ -212,10 +247,15 @@ class Distiller:
             to_val = bool(k) and self.frames_seen % k == k - 1
             self.frames_seen += 1
         size = self.size if to_val else self.store_size
+        weight = None
+        if confidence is not None:
+            weight = resize_label(np.clip(np.rint(np.asarray(confidence) * 255), 0, 255)
+                                  .astype(np.uint8), size)
         pair = Pair(resize_rgb(rgb, size), resize_label(label, size), int(seq),
                     None if features is None else np.asarray(features, np.float64),
-                    float(propensity))
+                    float(propensity), weight=weight)
         with self._lock:
+            self._added.append(('val' if to_val else 'train', pair))
             if to_val:
                 self.val.append(pair)
                 self._val_rev += 1
@@ -226,6 +266,24 @@ class Distiller:
                     :self.num_classes]
             self._wake.notify_all()
         return 'val' if to_val else 'train'
+
+    def forget_recent(self, n: int) -> int:
+        """Take back the last ``n`` pairs added (labels judged untrustworthy after the fact)."""
+        with self._lock:
+            gone = 0
+            while self._added and gone < n:
+                where, pair = self._added.pop()
+                if where == 'val':
+                    if pair in self.val:
+                        self.val.remove(pair)
+                        self._val_rev += 1
+                elif pair in self.buffer.recent:
+                    self.buffer.recent.remove(pair)
+                elif pair in self.buffer.old:
+                    self.buffer.old.remove(pair)
+                gone += 1
+            self.forgotten += gone
+            return gone
 
     def ready(self) -> bool:
         """Return True once there are enough frames to train and validate."""
@@ -243,13 +301,15 @@ class Distiller:
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self._mean) / self._std
 
-    def _batch(self, pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Random zoom + crop to the input size, horizontal flip and colour jitter."""
         h, w = self.size
         xs, ys = [], []
         for p in pairs:
             x = torch.from_numpy(p.rgb).permute(2, 0, 1)[None].float().div_(255)
-            y = torch.from_numpy(p.label)[None, None].float()
+            # Label and pixel weight travel together through every geometric step.
+            wt = (np.full(p.label.shape, 255, np.uint8) if p.weight is None else p.weight)
+            y = torch.from_numpy(np.stack([p.label, wt]))[None].float()
             s = float(self._rng.uniform(*self.cfg.scale))
             hw = (max(h, round(h * s)), max(w, round(w * s)))
             if hw != tuple(x.shape[-2:]):
@@ -262,9 +322,10 @@ class Distiller:
                 x, y = x.flip(-1), y.flip(-1)
             xs.append(self._jitter(x))
             ys.append(y)
-        y = torch.cat(ys)[:, 0].long()
+        yw = torch.cat(ys)
+        y, wt = yw[:, 0].long(), yw[:, 1] / 255.0
         y[(y == _NO_LABEL) | (y >= self.num_classes)] = self.void
-        return self._normalise(torch.cat(xs)), y
+        return self._normalise(torch.cat(xs)), y, wt
 
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
         j = self.cfg.jitter
@@ -297,14 +358,24 @@ class Distiller:
         with self._model_lock:
             self.model.train()
             for _ in range(n):
+                k = round(self.cfg.batch * self.cfg.anchor_mix) if self.rehearsal else 0
                 with self._lock:
-                    pairs = self.buffer.sample(self.cfg.batch, self._rng)
+                    pairs = self.buffer.sample(self.cfg.batch - k, self._rng)
                 if not pairs:
                     break
-                x, y = self._batch(pairs)
+                n_re = len(self.rehearsal)
+                pairs += [self.rehearsal[i] for i in self._rng.choice(n_re, k, replace=n_re < k)]
+                x, y, wt = self._batch(pairs)
                 logits = models.upsample(self.model(x), self.size)
-                loss = F.cross_entropy(logits, y, weight=self.class_weights(),
-                                       ignore_index=self.void)
+                cw = self.class_weights()
+                per_px = F.cross_entropy(logits, y, weight=cw, ignore_index=self.void,
+                                         reduction='none')
+                # Cloud pixels weigh as much as they can be trusted (calibrated confidence);
+                # normalised like the class-weighted mean, so the scale does not change.
+                valid = (y != self.void).float() * wt
+                norm = (valid * (cw[y.clamp(max=self.num_classes - 1)] if cw is not None
+                                 else 1.0)).sum()
+                loss = (per_px * wt).sum() / norm if norm > 0 else per_px.sum() * math.nan
                 if not torch.isfinite(loss):
                     continue  # an all-void batch; nothing to learn from
                 self._opt.zero_grad(set_to_none=True)
@@ -355,6 +426,39 @@ class Distiller:
         conf = confusion(pred, gt, self.num_classes, self.void)
         return {'pixel_acc': pixel_accuracy(conf), 'miou': miou(conf), 'frames': len(pairs)}
 
+    @torch.inference_mode()
+    def anchor_score(self, model: nn.Module) -> dict:
+        """
+        Score ``model`` on the anchor set as the edge would run it; fit its calibration.
+
+        The edge keeps the factory model beside a pushed one and answers each frame with the
+        model whose mean calibrated confidence is higher (laecips_edge.engine.set_base), so
+        ``miou`` scores that pair; ``miou_alone`` the model by itself.
+        """
+        if self.anchor is None:
+            return {}
+        rgbs, gts = self.anchor
+        model.eval()
+        preds, confs = [], []
+        for i in range(0, len(rgbs), 8):
+            x = torch.from_numpy(rgbs[i:i + 8]).permute(0, 3, 1, 2).float().div_(255)
+            prob = models.upsample(model(self._normalise(x)), self.size).softmax(1)
+            c, p = prob.max(1)
+            preds.append(p.to(torch.uint8).numpy())
+            confs.append(c.numpy())
+        pred, conf = np.concatenate(preds), np.concatenate(confs)
+        valid = gts != self.void
+        cal = calibration.fit(conf[valid], (pred == gts)[valid])
+        sure = cal(conf).reshape(len(pred), -1).mean(1)  # per frame
+        alone = miou(confusion(pred, gts, self.num_classes, self.void))
+        if self._anchor_base is None:  # this is the factory model: the base from now on
+            self._anchor_base = (pred, sure)
+        base_pred, base_sure = self._anchor_base
+        chosen = np.where((base_sure > sure)[:, None, None], base_pred, pred)
+        cm = confusion(chosen, gts, self.num_classes, self.void)
+        return {'miou': miou(cm), 'pixel_acc': pixel_accuracy(cm), 'miou_alone': alone,
+                'base_frames': int((base_sure > sure).sum()), 'calibration': cal.to_list()}
+
     def active_agreement(self) -> dict[str, float]:
         """Return the active version's agreement on the current validation set (cached)."""
         with self._lock:
@@ -389,7 +493,16 @@ class Distiller:
         if not passed:
             return None
         with self._model_lock:
+            anc = self.anchor_score(self.model)
             state = self._snapshot()
+        if anc:
+            ok, why = anchor.gate(anc['miou'], self.anchor_factory['miou'],
+                                  self.cfg.max_anchor_drop)
+            self.last_round['anchor'] = {'miou': anc['miou'], 'passed': ok}
+            _log.info('round %d: %s%s', self.rounds, why, '' if ok else ': rejected')
+            if not ok:
+                self.anchor_rejections += 1
+                return None
         with self._lock:
             if self.pending is not None:
                 return None
@@ -399,9 +512,12 @@ class Distiller:
             meta.version = version
             meta.training_data = (f'{self.meta.training_data}; distilled from cloud labels: '
                                   f'{self.frames_seen} frames, {self.steps} steps')
+            if anc:  # the edge compares its calibrated confidence with the cloud's
+                meta.extra['calibration'] = json.dumps(anc['calibration'])
             data = weights.to_bytes(state, meta)
             cand = Candidate(version, data, weights.sha256(data), state, before, after,
-                             self.steps, self.frames_seen)
+                             self.steps, self.frames_seen,
+                             {k: v for k, v in anc.items() if k != 'calibration'})
             self.pending = cand
         return cand
 

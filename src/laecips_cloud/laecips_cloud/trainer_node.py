@@ -45,7 +45,7 @@ import torch
 
 from laecips_cloud import policy_fit as pf
 from laecips_cloud.distill import Candidate, DistillConfig, Distiller
-from laecips_core import codecs, signing, weights
+from laecips_core import anchor, codecs, fusion, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.pairing import Joiner, SeqContinuation, backoff_delay
 from laecips_core.policy import Policy, parse_params
@@ -86,6 +86,7 @@ class Robot:
     pairs: int = 0
     pairs_at_policy_fit: int = 0
     seq: SeqContinuation = field(default_factory=SeqContinuation)  # across edge restarts
+    teacher_ok: bool = True  # the latest label's teacher-health verdict
     pushes: dict = field(default_factory=lambda: {'accepted': 0, 'rejected': 0, 'failed': 0})
 
 
@@ -128,6 +129,15 @@ class TrainerNode(Node):
         'max_attempts': (8, 'attempts before an update is dropped'),
         'join_timeout': (60.0, 'seconds a hard frame or label waits for its other half'),
         'join_max': (256, 'unmatched hard frames / labels kept (oldest dropped)'),
+        'anchor_root': ('', "CamVid folder holding the anchor set (the factory model's own "
+                            "training data); empty: found as usual; 'none': no anchor gate"),
+        'anchor_frames': (24, 'anchor frames of the gate (factory day train frames)'),
+        'rehearsal_frames': (64, 'other factory frames mixed into training (0: none)'),
+        'anchor_mix': (0.25, 'share of each training batch drawn from the rehearsal frames'),
+        'max_anchor_drop': (0.01, 'a candidate losing more anchor mIoU (0-1) than this '
+                                  'against the factory model is not pushed'),
+        'forget_on_trip': (8, "pairs taken back when a robot's teacher turns unhealthy (the "
+                              "labels that formed the verdict; the bridge's health_window)"),
     }
 
     def __init__(self, **kwargs):
@@ -150,7 +160,18 @@ class TrainerNode(Node):
             min_frames=p['min_frames'], buffer_size=p['buffer_size'],
             recent_fraction=p['recent_fraction'], val_fraction=p['val_fraction'],
             val_size=p['val_size'], gate_margin=p['gate_margin'],
-            gate_metric=p['gate_metric'], seed=p['seed'])
+            gate_metric=p['gate_metric'], seed=p['seed'], anchor_mix=p['anchor_mix'],
+            max_anchor_drop=p['max_anchor_drop'])
+        self.anchor = self.rehearsal = None
+        if p['anchor_root'] != 'none':
+            root = p['anchor_root'] or None
+            self.anchor = anchor.load(root, p['anchor_frames'])
+            if p['rehearsal_frames'] > 0:
+                self.rehearsal = anchor.load(root, p['anchor_frames'], p['rehearsal_frames'])
+        if self.anchor is None:
+            self.get_logger().warning(
+                'no anchor set (CamVid day train frames; anchor_root): candidates are gated '
+                'on the cloud labels only and nothing stops them forgetting the factory data')
         self.recipe = pf.Recipe(rule=p['policy_rule'],
                                 target_upload_ratio=p['target_upload_ratio'],
                                 min_disagreement=p['min_disagreement'], explore=p['explore'],
@@ -163,7 +184,7 @@ class TrainerNode(Node):
         self.push_lock = threading.RLock()  # each robot's push state machine
         self.robots: dict[str, Robot] = {}
         self.joiner = Joiner(p['join_max'], p['join_timeout'])  # under self.lock
-        self.counts = dict.fromkeys(['frames', 'labels', 'pairs', 'bad'], 0)
+        self.counts = dict.fromkeys(['frames', 'labels', 'pairs', 'bad', 'untrusted'], 0)
         self.clients_group = ReentrantCallbackGroup()
         data_group = MutuallyExclusiveCallbackGroup()
         # Frames come from the bridge beside us, not from the robots: each hard frame crosses
@@ -192,25 +213,52 @@ class TrainerNode(Node):
             self._pair(frame, msg)
 
     def _pair(self, frame: HardFrame, label: CloudLabel) -> None:
+        robot = self._robot(frame.robot_id)
+        if not self._trust(robot, label):
+            return
         try:
             rgb = codecs.compressed_to_rgb(frame.image)
             lab = codecs.compressed_to_label(label.label)
             if lab.shape != rgb.shape[:2]:
                 raise codecs.CodecError(f'label {lab.shape} vs frame {rgb.shape[:2]}')
-        except codecs.CodecError as e:
+            conf = None
+            if len(label.confidence.data):
+                grid = codecs.compressed_to_label(label.confidence, max_pixels=lab.size)
+                fusion.check_grid(grid.shape, lab.shape)
+                conf = fusion.from_grid(grid, lab.shape)
+        except (codecs.CodecError, ValueError) as e:
             with self.lock:
                 self.counts['bad'] += 1
             self.get_logger().warning(f'unusable pair {frame.robot_id}#{frame.seq}: {e}',
                                       throttle_duration_sec=5.0)
             return
-        robot = self._robot(frame.robot_id)
         feats = np.asarray(frame.features, np.float64)
         prop = pf.propensity(robot.policy, feats) if feats.size == 3 else 1.0
         seq = self._continued_seq(robot, int(frame.seq))
-        robot.distiller.add(rgb, lab, seq, feats if feats.size else None, prop)
+        robot.distiller.add(rgb, lab, seq, feats if feats.size else None, prop, conf)
         with self.lock:
             self.counts['pairs'] += 1
             robot.pairs += 1
+
+    def _trust(self, robot: Robot, label: CloudLabel) -> bool:
+        """Follow the label's teacher verdict; False: do not learn from this label."""
+        ok = label.teacher_state != CloudLabel.TEACHER_UNHEALTHY
+        if ok != robot.teacher_ok:
+            robot.teacher_ok = ok
+            if ok:
+                self.get_logger().info(f'{robot.robot_id}: cloud teacher healthy again '
+                                       f'(health {label.teacher_health:.2f}): learning resumes')
+            else:
+                # The labels that formed the verdict were sent as healthy: take them back.
+                n = robot.distiller.forget_recent(self.p['forget_on_trip'])
+                self.get_logger().warning(
+                    f'{robot.robot_id}: cloud teacher unhealthy on this stream (health '
+                    f'{label.teacher_health:.2f}): not learning from its labels, not pushing; '
+                    f'{n} recent pairs taken back')
+        if not ok:
+            with self.lock:
+                self.counts['untrusted'] += 1
+        return ok
 
     def _continued_seq(self, robot: Robot, seq: int) -> int:
         with self.lock:
@@ -225,7 +273,8 @@ class TrainerNode(Node):
             robot = self.robots.get(robot_id)
             if robot is not None:
                 return robot
-            dist = Distiller(self.state, self.meta, self.cfg)
+            dist = Distiller(self.state, self.meta, self.cfg, anchor_set=self.anchor,
+                             rehearsal=self.rehearsal)
             srv = self.p['service_pattern'].format(robot_id=robot_id)
             client = self.create_client(UpdateWeights, srv, callback_group=self.clients_group)
             robot = Robot(robot_id, dist, self.initial_policy, client)
@@ -305,6 +354,15 @@ class TrainerNode(Node):
         push = robot.push
         if push is None:
             return
+        if not robot.teacher_ok and push.future is None:
+            # Whatever it learned, it learned from a teacher now judged unfit: drop it
+            # unsent (nothing crossed the link, so no WeightPush).
+            if push.candidate is not None:
+                robot.distiller.reject(push.candidate)
+            robot.push = None
+            self.get_logger().info(f'{robot.robot_id}: update v{push.request.version} not '
+                                   'sent: the cloud teacher is unhealthy on this stream')
+            return
         if push.future is not None:  # in flight: only the timeout is ours to handle
             if not push.future.done() and now - push.sent_at > self.p['call_timeout']:
                 robot.client.remove_pending_request(push.future)
@@ -371,7 +429,10 @@ class TrainerNode(Node):
                          bytes=len(serialize_message(push.request)), accepted=bool(accepted),
                          reason=str(reason), val_before=float(push.val_before),
                          val_after=float(push.val_after), steps=d.steps,
-                         frames_seen=d.frames_seen, policy=push.request.policy)
+                         frames_seen=d.frames_seen, policy=push.request.policy,
+                         anchor_miou=float(push.candidate.anchor.get('miou', math.nan)
+                                           if push.candidate else math.nan),
+                         anchor_miou_factory=float(d.anchor_factory.get('miou', math.nan)))
         self.pub_push.publish(msg)
         log = self.get_logger().info if accepted else self.get_logger().warning
         log(f'{robot.robot_id}: update v{push.request.version} ({msg.bytes} bytes) '

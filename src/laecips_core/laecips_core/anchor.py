@@ -10,6 +10,9 @@ serve three checks that must not depend on the cloud labeller being right:
 
 * the trainer's gate: a candidate that loses more than ``max_drop`` mIoU points on the
   anchor set against the factory model is rejected, whatever it scores against the cloud;
+* rehearsal: the trainer mixes *other* factory frames (disjoint from the gate's) into every
+  training batch, so adapting to a new condition does not erase the old one (distilling
+  on dusk alone took the factory model from 58 to 27-32 anchor mIoU);
 * calibration of the edge model's and the labeller's confidences
   (:mod:`laecips_core.calibration`);
 * the teacher-health reference (:mod:`laecips_core.health`).
@@ -27,13 +30,24 @@ from laecips_core import camvid
 DEFAULT_FRAMES = 24
 
 
-def frames(root: str | os.PathLike, n: int = DEFAULT_FRAMES) -> list[camvid.Frame]:
-    """Return ``n`` frames spread evenly over the factory training data (day ``train``)."""
-    pool = camvid.frames(root, 'train', camvid.DAY_TRAIN)
+def _spread(pool: list, n: int) -> list:
     if not pool or n <= 0:
         return []
     idx = np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)
     return [pool[i] for i in sorted(set(idx.tolist()))]
+
+
+def frames(root: str | os.PathLike, n: int = DEFAULT_FRAMES) -> list[camvid.Frame]:
+    """Return ``n`` frames spread evenly over the factory training data (day ``train``)."""
+    return _spread(camvid.frames(root, 'train', camvid.DAY_TRAIN), n)
+
+
+def rehearsal_frames(root: str | os.PathLike, n: int, n_gate: int = DEFAULT_FRAMES
+                     ) -> list[camvid.Frame]:
+    """Return ``n`` factory frames for rehearsal, none of them in :func:`frames` (the gate)."""
+    gate = set(frames(root, n_gate))
+    return _spread([f for f in camvid.frames(root, 'train', camvid.DAY_TRAIN)
+                    if f not in gate], n)
 
 
 @dataclass
@@ -47,12 +61,18 @@ class AnchorSet:
         return len(self.rgbs)
 
 
-def load(root: str | os.PathLike | None, n: int = DEFAULT_FRAMES) -> AnchorSet | None:
-    """Load the anchor set from CamVid at ``root`` (found as usual when None); None if absent."""
+def load(root: str | os.PathLike | None, n: int = DEFAULT_FRAMES, rehearsal: int = 0,
+         ) -> AnchorSet | None:
+    """
+    Load the anchor set from CamVid at ``root`` (found as usual when None); None if absent.
+
+    ``rehearsal`` > 0 loads that many rehearsal frames instead (disjoint from the ``n`` of
+    the gate).
+    """
     found = camvid.find_root(root)
     if found is None or n <= 0:
         return None
-    fr = frames(found, n)
+    fr = rehearsal_frames(found, rehearsal, n) if rehearsal > 0 else frames(found, n)
     return AnchorSet([f.rgb() for f in fr], [f.gt() for f in fr]) if fr else None
 
 

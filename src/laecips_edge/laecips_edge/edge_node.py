@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 import json
 import math
 import re
@@ -38,7 +39,7 @@ from rclpy.serialization import serialize_message
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
-from laecips_core import codecs, signing, weights
+from laecips_core import codecs, fusion, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.policy import Budget, Policy, PolicyError, parse_params
 from laecips_core.update_gate import check_update
@@ -92,12 +93,25 @@ class EdgeNode(Node):
                                  ' are rejected before decoding'),
         'max_update_bytes': (64 << 20, 'update_weights requests with more bytes (weights + '
                                        'policy) are rejected before any parsing'),
+        'base_weights': ('', "kept beside pushed weights: each frame is answered by the one "
+                             "surer of it (calibrated); empty = the factory weights, 'none' = "
+                             'off (pushed weights alone)'),
+        'refine': ('fuse', "'fuse': ~/mask_refined takes each pixel from the side with the "
+                           "higher calibrated confidence; 'replace': the cloud's label as is"),
+        'default_cloud_confidence': (fusion.DEFAULT_CLOUD_CONFIDENCE,
+                                     'confidence given to every pixel of a cloud label that '
+                                     'carries none (0..1)'),
+        'follow_teacher_health': (True, 'while labels say the teacher is unhealthy, keep the '
+                                        'own mask and upload only probes'),
+        'probe_rate': (0.1, 'share of frames uploaded while the teacher is unhealthy, to see '
+                            'when it recovers (the budget still applies)'),
     }
 
     def __init__(self, **kwargs):
         super().__init__('edge', **kwargs)
         p = declare_params(self, self.PARAMS)
-        check_choices(p, {'input_type': ('image', 'compressed'),
+        check_choices(p, {'refine': ('fuse', 'replace'),
+                          'input_type': ('image', 'compressed'),
                           'image_qos': ('sensor_data', 'reliable'),
                           'mask_res': ('full', 'model', 'half', 'native')})
         self.p = p
@@ -108,6 +122,11 @@ class EdgeNode(Node):
         engine.set_threads(p['num_threads'])
         self.rng = np.random.default_rng(p['seed'])
         self.segmenter, self.policy = self._load_model(p)
+        if p['base_weights'] != 'none' and p['arch'] != 'torchscript':
+            sd, meta = weights.load(p['base_weights'] or factory_weights())
+            if meta is None:
+                raise weights.WeightsError(f'{p["base_weights"]} carries no LAECIPS metadata')
+            self.segmenter.set_base(meta, sd)
         self.budget = Budget.of(self.policy)  # the policy's upload budget, if it has one
         self.get_logger().info(
             f'robot {self.robot_id}: {self.segmenter.meta.arch} v{self.segmenter.version} '
@@ -123,11 +142,13 @@ class EdgeNode(Node):
         self.c = dict.fromkeys(['frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost',
                                 'uploaded', 'bytes_up', 'no_cloud', 'held_back', 'labels_in',
                                 'bytes_down',
-                                'labels_rejected', 'updates_accepted', 'updates_rejected',
-                                'weight_bytes_in'], 0)
+                                'labels_rejected', 'labels_untrusted', 'updates_accepted',
+                                'updates_rejected', 'weight_bytes_in'], 0)
+        self.cloud_trusted = True  # the latest label's teacher verdict (follow_teacher_health)
+        self.fused_sum, self.fused_n = 0.0, 0
         self.latencies: deque[float] = deque(maxlen=10000)
         self.period_masks, self.period_start = 0, time.monotonic()
-        self.uploads: OrderedDict[tuple[int, int, int], tuple[int, int]] = OrderedDict()
+        self.uploads: OrderedDict[tuple[int, int, int], _Upload] = OrderedDict()
         self.log_times: dict[str, tuple[float, int]] = {}  # kind -> (last line, suppressed)
 
         if p['image_depth'] < 1:
@@ -246,7 +267,10 @@ class EdgeNode(Node):
         if self.pub_overlay.get_subscription_count():
             self.pub_overlay.publish(codecs.array_to_image(engine.overlay(rgb, res.mask, cm),
                                                            Image, 'rgb8', msg.header))
-        want = self.policy.decide(res.features, self.rng)
+        if self.cloud_trusted:
+            want = self.policy.decide(res.features, self.rng)
+        else:  # the cloud cannot help here: only probes, to notice when it can again
+            want = bool(self.rng.random() < self.p['probe_rate'])
         with self.lock:
             send = self.budget.admit(want)
             self.c['held_back'] += int(want and not send)
@@ -276,7 +300,8 @@ class EdgeNode(Node):
             codecs.encode_compressed(res.mask, hf.edge_label, 'png', header=msg.header)
         # Remembered before publishing: the label may come back before publish() returns.
         with self.lock:
-            self.uploads[_label_key(seq, msg.header.stamp)] = rgb.shape[:2]
+            self.uploads[_label_key(seq, msg.header.stamp)] = _Upload(rgb.shape[:2], res.small,
+                                                                      res.conf)
             while len(self.uploads) > UPLOAD_MEMORY:
                 self.uploads.popitem(last=False)
         self.pub_hard.publish(hf)
@@ -289,7 +314,8 @@ class EdgeNode(Node):
         if msg.robot_id != self.robot_id:
             return
         try:
-            label = self._check_label(msg)
+            label, up, cloud_conf = self._check_label(msg)
+            final = self._refine(msg, label, up, cloud_conf)
         except (codecs.CodecError, ValueError) as e:
             self._reject('labels_rejected', f'rejected cloud label for frame '
                                             f'{_frame_id(msg, msg.seq)}: {e}')
@@ -298,19 +324,48 @@ class EdgeNode(Node):
             self._reject('labels_rejected', f'cloud label for frame {_frame_id(msg, msg.seq)} '
                                             f'failed: {e!r}', error=True)
             return
-        self.pub_refined.publish(codecs.array_to_image(label, Image, 'mono8', msg.header))
+        self.pub_refined.publish(codecs.array_to_image(final, Image, 'mono8', msg.header))
         with self.lock:
             self.c['labels_in'] += 1
             self.c['bytes_down'] += len(serialize_message(msg))
 
-    def _check_label(self, msg: CloudLabel) -> np.ndarray:
+    def _refine(self, msg: CloudLabel, label: np.ndarray, up: '_Upload',
+                cloud_conf: np.ndarray | float) -> np.ndarray:
+        """Return the final mask of an uploaded frame: fused, replaced, or the edge's own."""
+        h, w = up.shape
+        edge = engine.expand(up.small, h, w)
+        if self.p['follow_teacher_health']:
+            trusted = msg.teacher_state != CloudLabel.TEACHER_UNHEALTHY
+            if trusted != self.cloud_trusted:
+                self.get_logger().warning(
+                    f'cloud teacher {"recovered" if trusted else "unhealthy"} on this stream '
+                    f'(health {msg.teacher_health:.2f}): '
+                    + ('fusing its labels again' if trusted else 'keeping own masks, uploading '
+                       f'probes only ({self.p["probe_rate"]:.0%})'))
+            self.cloud_trusted = trusted
+            if not trusted:
+                with self.lock:
+                    self.c['labels_untrusted'] += 1
+                return edge
+        if self.p['refine'] == 'replace':
+            return label
+        edge_conf = engine.expand(up.conf, h, w).astype(np.float32) / 255.0
+        final, took = fusion.fuse(edge, edge_conf, label, cloud_conf,
+                                  self.segmenter.class_map.void)
+        with self.lock:
+            self.fused_sum += took
+            self.fused_n += 1
+        return final
+
+    def _check_label(self, msg: CloudLabel) -> tuple[np.ndarray, '_Upload', np.ndarray | float]:
         # Only labels of frames this node uploaded, at their size: anything else is stale
         # (from before a restart: seq starts again at 0, the stamp differs), replayed or
         # forged, and would publish a wrong refined mask.
         with self.lock:
-            shape = self.uploads.pop(_label_key(msg.seq, msg.header.stamp), None)
-        if shape is None:
+            up = self.uploads.pop(_label_key(msg.seq, msg.header.stamp), None)
+        if up is None:
             raise ValueError('no such upload (unknown, already labelled or forgotten)')
+        shape = up.shape
         label = codecs.compressed_to_label(msg.label, shape=shape)  # size checked first
         cm = self.segmenter.class_map
         bad = (label >= cm.num_classes) & (label != cm.void)
@@ -318,7 +373,12 @@ class EdgeNode(Node):
             raise ValueError(f'{int(bad.sum())} pixels with class ids out of range, e.g. '
                              f'{int(label[bad][0])} (classes 0..{cm.num_classes - 1}, void '
                              f'{cm.void})')
-        return label
+        cloud_conf: np.ndarray | float = float(self.p['default_cloud_confidence'])
+        if len(msg.confidence.data):
+            grid = codecs.compressed_to_label(msg.confidence, max_pixels=shape[0] * shape[1])
+            fusion.check_grid(grid.shape, shape)
+            cloud_conf = fusion.from_grid(grid, shape)
+        return label, up, cloud_conf
 
     def _on_camera_lost(self, info) -> None:
         # Frames that never reach _on_frame would otherwise vanish from the accounting.
@@ -429,6 +489,7 @@ class EdgeNode(Node):
         with self.swap_lock, self.lock:
             version, policy = self.segmenter.version, self.policy
             c = dict(self.c)
+            fused = self.fused_sum / self.fused_n if self.fused_n else 0.0
             lat = np.array(self.latencies) if self.latencies else None
             self.latencies.clear()
             fps = self.period_masks / max(now - self.period_start, 1e-6)
@@ -443,6 +504,7 @@ class EdgeNode(Node):
         keys, values = policy.to_lists()
         msg.policy = PolicyMsg(rule=policy.rule, keys=keys, values=values)
         msg.threshold = float(policy.threshold)
+        msg.cloud_trusted, msg.fused_fraction = bool(self.cloud_trusted), float(fused)
         self.pub_stats.publish(msg)
 
     def close(self) -> None:
@@ -452,6 +514,15 @@ class EdgeNode(Node):
             self.wake.notify_all()
         self.worker.join(5.0)
         self.updater.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Upload:
+    """What the edge keeps of an uploaded frame until its label comes back."""
+
+    shape: tuple[int, int]  # the frame's (h, w)
+    small: np.ndarray  # its mask at mask_res (uint8 class ids)
+    conf: np.ndarray  # that mask's calibrated confidence (uint8, 255 = 1.0)
 
 
 def _label_key(seq: int, stamp) -> tuple[int, int, int]:

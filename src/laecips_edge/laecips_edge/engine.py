@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass, field
+from functools import cached_property
+import json
 import os
 import threading
 import time
@@ -33,6 +35,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from laecips_core import hardness, models, weights
+from laecips_core.calibration import IDENTITY, Calibration
 from laecips_core.classes import ClassMap
 
 
@@ -59,6 +62,12 @@ class Result:
     version: int  # model version that produced it
     logits: torch.Tensor | None = None  # (1, C, h, w) native-resolution logits, if asked
     infer_ms: float = 0.0  # preprocessing + forward + mask, milliseconds
+    # The mask before the resize to the input image (at mask_res), and each of its pixels'
+    # calibrated confidence (P(correct) as uint8, 255 = 1.0; the model's calibration from
+    # its weights' metadata, identity without one): what fusion with the cloud needs.
+    small: np.ndarray | None = None
+    conf: np.ndarray | None = None
+    expert: str = 'active'  # 'active', or 'base' when the base model answered this frame
 
 
 @dataclass
@@ -70,6 +79,20 @@ class _Active:
     # Held while a frame runs on ``model``: a later update that reuses this traced module
     # (see Segmenter._build) waits for a frame still in flight on it.
     busy: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def calibration(self) -> Calibration:
+        """The model's confidence calibration (weights metadata 'calibration'; identity)."""
+        return calibration_of(self.meta)
+
+
+def calibration_of(meta: weights.WeightsMeta) -> Calibration:
+    """Return the calibration in ``meta.extra['calibration']`` (JSON list), else identity."""
+    text = meta.extra.get('calibration', '')
+    try:
+        return Calibration.from_list(json.loads(text)) if text else IDENTITY
+    except (ValueError, TypeError):  # checked when the weights are accepted; never fatal here
+        return IDENTITY
 
 
 def fuse_bn(model: nn.Module) -> nn.Module:
@@ -124,6 +147,27 @@ class Segmenter:
         self._lock = threading.Lock()  # serialises swaps, not inference
         self._spare: _Active | None = None  # the traced module an update may reuse
         self._active = self._build(meta, state_dict, meta.version)
+        self._base: _Active | None = None  # see set_base
+
+    def set_base(self, meta: weights.WeightsMeta, state_dict: dict[str, torch.Tensor]) -> None:
+        """
+        Keep a base model (the factory's) beside the active one, for frames it knows better.
+
+        Once the active version differs from the base, every frame runs on both and the mask
+        with the higher mean calibrated confidence is published: an adapted model answers
+        the conditions it was adapted to, the base model the ones it was made for, so
+        adapting to dusk never costs the day (the trainer's anchor gate checks this pair).
+        Twice the inference cost while they differ.
+        """
+        weights.check_compatible(meta, self._active.meta)
+        base = self._build(meta, state_dict, meta.version)
+        with self._lock:
+            self._base = base
+
+    @property
+    def base_version(self) -> int | None:
+        """The base model's version, None without one."""
+        return self._base.version if self._base is not None else None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, expected_sha256: str | None = None,
@@ -249,20 +293,40 @@ class Segmenter:
         return x
 
     def infer(self, rgb: np.ndarray, want_logits: bool = False) -> Result:
-        """Segment one frame with whichever model is active when it starts."""
+        """Segment one frame with whichever model is active when it starts (or the base)."""
         t0 = time.perf_counter()
-        act = self._active  # one read: a concurrent swap affects only the next frame
+        act, base = self._active, self._base  # one read: a swap affects only the next frame
         h, w = rgb.shape[:2]
-        with act.busy, torch.inference_mode():
-            x = self.preprocess(rgb, act.meta)
-            logits = act.model(x)
+        x = self.preprocess(rgb, act.meta)
+        out = self._run(act, x, (h, w))
+        expert = 'active'
+        if base is not None and base.version != act.version:
+            other = self._run(base, x, (h, w))
+            if other[3] > out[3]:  # the base is surer of this frame, calibrated
+                out, expert = other, 'base'
+        logits, small, conf, _, ver = out
+        with torch.inference_mode():
             feats = hardness.features(logits)[0]
-            size = {'full': (h, w), 'model': tuple(x.shape[-2:]), 'native': None}.get(
+        return Result(_nearest(small, h, w), feats, ver, logits if want_logits else None,
+                      (time.perf_counter() - t0) * 1e3, small, conf, expert)
+
+    def _run(self, act: _Active, x: torch.Tensor, hw: tuple[int, int]
+             ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, float, int]:
+        """(logits, mask at mask_res, calibrated confidence uint8, its mean, version)."""
+        with act.busy, torch.inference_mode():
+            logits = act.model(x)
+            size = {'full': hw, 'model': tuple(x.shape[-2:]), 'native': None}.get(
                 self.options.mask_res, (x.shape[-2] // 2, x.shape[-1] // 2))
-            small = (models.upsample(logits, size) if size else logits).argmax(1)[0]
-            mask = _nearest(small.to(torch.uint8).numpy(), h, w)
-        return Result(mask, feats, act.version, logits if want_logits else None,
-                      (time.perf_counter() - t0) * 1e3)
+            prob = (models.upsample(logits, size) if size else logits).softmax(1)
+            top, small = prob.max(1)
+        cal = act.calibration(top[0].numpy())
+        return (logits, small[0].to(torch.uint8).numpy(),
+                np.rint(cal * 255).astype(np.uint8), float(cal.mean()), act.version)
+
+
+def expand(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 map to (h, w) (as the masks are made)."""
+    return _nearest(mask, h, w)
 
 
 def _nearest(mask: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -290,5 +354,5 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, class_map: ClassMap,
     return ((rgb.astype(np.uint16) * (256 - a) + color * a) >> 8).astype(np.uint8)
 
 
-__all__ = ['Options', 'Result', 'Segmenter', 'colorize', 'fuse_bn', 'overlay',
-           'release_memory', 'set_threads']
+__all__ = ['Options', 'Result', 'Segmenter', 'calibration_of', 'colorize', 'expand', 'fuse_bn',
+           'overlay', 'release_memory', 'set_threads']

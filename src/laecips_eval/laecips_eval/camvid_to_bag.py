@@ -46,13 +46,13 @@ def select(root: str | Path, stream: str | None = 'drift', split: str = 'test',
     frames of each phase, ``limit`` the first N overall.
     """
     from laecips_core import camvid
-    if stream == 'drift':
-        items = camvid.drift_stream(root)
+    if stream in camvid.STREAMS:
+        items = camvid.STREAMS[stream](root)
     elif stream is None:
         items = [(split, f) for f in camvid.frames(root, split, tuple(sequences or ()) or None,
                                                     first, last)]
     else:
-        raise ValueError(f'unknown stream {stream!r} (known: drift)')
+        raise ValueError(f'unknown stream {stream!r} (known: {", ".join(camvid.STREAMS)})')
     if per_phase is not None:
         seen: dict[str, int] = {}
         kept = []
@@ -110,12 +110,14 @@ def parse_gt_frame_id(frame_id: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from laecips_core import camvid
     p = argparse.ArgumentParser(prog='camvid_to_bag', description=__doc__.split('\n')[1])
     p.add_argument('out', help='bag folder to create')
     p.add_argument('--root', default=None, help='CamVid folder (default: $LAECIPS_CAMVID, '
                    'then ../shared/data/camvid)')
-    p.add_argument('--stream', choices=['drift'], default=None,
-                   help="the evaluation protocol's stream (day, dusk_adapt, dusk)")
+    p.add_argument('--stream', choices=sorted(camvid.STREAMS), default=None,
+                   help="a named stream: the evaluation protocol's (drift: day, dusk_adapt, "
+                   'dusk) or dusk_noise (its dusk phases with sensor noise)')
     p.add_argument('--split', default='test', help='split when --stream is not given')
     p.add_argument('--sequences', default='', help='comma-separated sequences of the split')
     p.add_argument('--first', type=int, default=None, help='first frame number to keep')
@@ -130,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--gt-topic', default=GT_TOPIC, help="'' to leave ground truth out")
     p.add_argument('--overwrite', action='store_true')
     args = p.parse_args(argv)
-    from laecips_core import camvid
     root = camvid.find_root(args.root)
     if root is None:
         print('camvid_to_bag: CamVid not found (use --root or LAECIPS_CAMVID; '

@@ -27,6 +27,7 @@ import sys
 import time
 
 from laecips_core import nodes
+from laecips_core.camvid import STREAMS
 from laecips_eval import camvid_to_bag, report, systems
 from laecips_eval.netlink import Link, parse_spec
 from laecips_eval.orchestrate import (
@@ -55,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
                    '../shared/data/camvid)')
     p.add_argument('--bag', default=None, help='use this bag (camera + ground truth topics) '
                    'instead of building the drift stream')
+    p.add_argument('--stream', default='drift', choices=sorted(STREAMS),
+                   help='named CamVid stream: drift (day -> dusk) or dusk_noise (the same '
+                   'with sensor noise on the dusk phases: a stream the cloud labeller fails)')
     p.add_argument('--frames', type=int, default=None, help='first N frames of the stream')
     p.add_argument('--per-phase', type=int, default=None, help='first N frames of each phase')
     p.add_argument('--rate', type=float, default=2.0, help='camera frames per second')
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         if root is None:
             print('evaluate: CamVid not found (--root or LAECIPS_CAMVID)', file=sys.stderr)
             return 1
-        items = camvid_to_bag.select(root, 'drift', per_phase=args.per_phase,
+        items = camvid_to_bag.select(root, args.stream, per_phase=args.per_phase,
                                      limit=args.frames)
         bag = out / 'stream_bag'
         camvid_to_bag.write(items, bag, rate=args.rate, scale=args.scale, overwrite=True)

@@ -134,7 +134,7 @@ def run_system(sys_: systems.System, args: argparse.Namespace, runner: Runner, b
     robot = args.robot_id
     edge_params = {'policy_rule': sys_.rule, 'policy_params': sys_.policy_params(),
                    'seed': sys_.seed, 'image_qos': 'reliable', 'num_threads': 1,
-                   **args.edge_params}
+                   **sys_.edge, **args.edge_params}
     runner.start(f'{tag}.edge', 'edge', node_argv('edge', edge_params, robot, args.modules))
     live = [f'{tag}.edge'] + (['bridge'] if runner.alive('bridge') else [])
     if sys_.trainer:

@@ -41,6 +41,8 @@ def summarize(run: dict) -> dict:
                for f in sel if f.get('edge_conf') or f['source'] == 'edge']
         complete = own and len(own) == sum(1 for f in sel if f['source'] != 'last')
         out[f'edge_miou_{subset}'] = metrics.miou(sum(own)) * 100 if complete else math.nan
+        out[f'upload_ratio_{subset}'] = (sum(f['uploaded'] for f in sel) / len(sel)
+                                         if sel else math.nan)
     lat = metrics.percentiles([f['latency_s'] * 1e3 for f in frames])
     out.update(latency_p50_ms=lat['p50'], latency_p95_ms=lat['p95'],
                latency_mean_ms=lat['mean'], latency_n=lat['n'])
@@ -54,10 +56,16 @@ def summarize(run: dict) -> dict:
     out['weight_pushes_accepted'] = sum(1 for p in pushes if p.get('accepted'))
     out['weight_bytes'] = sum(int(p.get('bytes', 0)) for p in pushes)
     out['weight_bytes_per_frame'] = out['weight_bytes'] / n
+    # Everything that crossed the link, per camera frame: frames up, labels down, pushes.
+    out['total_bytes_per_frame'] = (out['bytes_up_per_frame'] + out['bytes_down_per_frame']
+                                    + out['weight_bytes_per_frame'])
     # What the edge itself counted (includes updates whose WeightPush never came back).
     es = run.get('edge_stats') or {}
     out['edge_updates_accepted'] = int(es.get('updates_accepted', 0))
     out['edge_updates_rejected'] = int(es.get('updates_rejected', 0))
+    # Trust in the cloud: labels the edge did not fuse because the teacher was unhealthy.
+    out['labels_untrusted'] = int(es.get('labels_untrusted', 0))
+    out['fused_fraction'] = float(es.get('fused_fraction', 0.0))
     out['edge_weight_bytes_in'] = int(es.get('weight_bytes_in', 0))
     for src in ('cloud', 'edge', 'last', 'none'):
         out[f'source_{src}'] = sum(1 for f in frames if f['source'] == src)

@@ -8,7 +8,8 @@ Each system is the same edge node with another upload policy (``policy_rule`` an
 
 =================  =========================================================================
 ``edge_only``      rule ``never``
-``cloud_only``     rule ``always``
+``cloud_only``     rule ``always``; the cloud's label replaces the edge's mask (no fusion,
+                   no teacher-health check)
 ``fixed``          the reference rule (Ianvs): p = 0.9, easy = 0.95, at its own upload rate
 ``laecips``        the trainer distils cloud labels into the edge and pushes weights and
                    the evolving (learned) policy; the edge starts from ``laecips_policy``
@@ -50,6 +51,7 @@ class System:
     params: dict = field(default_factory=dict)
     trainer: bool = False
     seed: int = 0
+    edge: dict = field(default_factory=dict)  # more edge parameters of this system
 
     def policy_params(self) -> str:
         """Return the edge's ``policy_params`` parameter (k=v,k=v)."""
@@ -105,7 +107,9 @@ def build(name: str, laecips_ratio: float | None = None,
     if name == 'edge_only':
         return [System(name, 'edge-only', 'never')]
     if name == 'cloud_only':
-        return [System(name, 'cloud-only', 'always')]
+        # The cloud's label replaces the edge's mask as it is: no fusion, no health check.
+        return [System(name, 'cloud-only', 'always', edge={
+            'refine': 'replace', 'follow_teacher_health': False})]
     if name == 'fixed':
         return [System(name, 'fixed 0.9/0.95', 'fixed', {'p': 0.9, 'easy': 0.95})]
     if name == 'laecips':

@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
               'day': day, 'dusk': dusk}
     report_path = Path(args.report) if args.report else out.with_suffix('.json')
     report_path.write_text(json.dumps(report, indent=1) + '\n')
+    if report_path == out.with_suffix('.json'):  # fusion needs the calibrated confidence
+        from laecips_tools.calibrate_edge import calibrate
+        calibrate(out, str(root))
     print(json.dumps({'test_miou': report['test_miou'], 'training': info, 'out': str(out)}))
     return 0
 
