@@ -6,23 +6,29 @@
 # Re-running skips each step whose inputs did not change.
 #
 #   LAECIPS_ROS_DISTRO=jazzy|kilted   (default jazzy)
-#   LAECIPS_VENV=path                 (default <repo>/.venv)
+#   LAECIPS_VENV=path                 (default <repo>/.venv, Kilted: <repo>/.venv-kilted)
+# Each distro has its own venv and colcon build/install folders (Jazzy: build/ install/,
+# Kilted: build-kilted/ install-kilted/): the message libraries are built against one
+# distro's rosidl, and both can live in one checkout (CI runs the tests on both).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 distro="${LAECIPS_ROS_DISTRO:-jazzy}"
-venv="${LAECIPS_VENV:-$root/.venv}"
-py="${LAECIPS_PYTHON:-python3.11}"
-cd "$root"
-# One setup at a time (several shells or test runs may call it at once).
-mkdir -p log
-exec 9>"$root/log/.setup.lock"
-flock 9
-
 case "$distro" in
   jazzy|kilted) ;;
   *) echo "setup: LAECIPS_ROS_DISTRO must be jazzy or kilted, not '$distro'" >&2; exit 2 ;;
 esac
+suffix=""
+[ "$distro" = jazzy ] || suffix="-$distro"
+venv="${LAECIPS_VENV:-$root/.venv$suffix}"
+build_base="build$suffix"
+install_base="install$suffix"
+py="${LAECIPS_PYTHON:-python3.11}"
+cd "$root"
+# One setup at a time (several shells or test runs may call it at once).
+mkdir -p log
+exec 9>"$root/log/.setup$suffix.lock"
+flock 9
 
 say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 # This machine's pip config lists local wheel folders that may not exist; hide that noise.
@@ -69,16 +75,17 @@ src_hash="$( (git ls-files -s src launch config colcon.meta 2>/dev/null || find 
 # Untracked edits count too while developing.
 src_hash="$src_hash-$(find src launch config -type f -newer "$req_stamp" -printf '%P %T@\n' 2>/dev/null | sort | sha256sum | cut -c1-8)"
 build_stamp="$venv/.laecips-build-$src_hash"
-if [ ! -f "$build_stamp" ] || [ ! -f install/setup.bash ]; then
-  say "colcon build"
+if [ ! -f "$build_stamp" ] || [ ! -f "$install_base/setup.bash" ]; then
+  say "colcon build ($install_base/)"
   (
     # shellcheck disable=SC1091
     source "$venv/bin/activate"
     export AMENT_PREFIX_PATH="$venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
-    colcon build --symlink-install --metas colcon.meta --event-handlers console_cohesion- status- summary+ \
-      >log/colcon-build.txt 2>&1 || { tail -40 log/colcon-build.txt >&2; exit 1; }
+    colcon build --symlink-install --build-base "$build_base" --install-base "$install_base" \
+      --metas colcon.meta --event-handlers console_cohesion- status- summary+ \
+      >"log/colcon-build$suffix.txt" 2>&1 || { tail -40 "log/colcon-build$suffix.txt" >&2; exit 1; }
   ) || exit 1
   rm -f "$venv"/.laecips-build-*
   touch "$build_stamp"
 fi
-say "ready: ROS 2 $distro in $venv, workspace in $root/install"
+say "ready: ROS 2 $distro in $venv, workspace in $root/$install_base"

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from laecips_core import dds
 from laecips_eval import netlink
 
 CONFIG = Path(__file__).resolve().parents[1] / 'config'
@@ -27,9 +28,7 @@ print('ok')
 
 def _load(path: Path) -> tuple[int, str]:
     """Return the node's exit code and its output (Fast DDS logs errors on either stream)."""
-    env = dict(os.environ, RMW_FASTRTPS_PUBLICATION_MODE='AUTO',
-               FASTRTPS_DEFAULT_PROFILES_FILE=str(path),
-               FASTDDS_DEFAULT_PROFILES_FILE=str(path))
+    env = dict(os.environ, RMW_FASTRTPS_PUBLICATION_MODE='AUTO', **dds.profile_env(path))
     r = subprocess.run([sys.executable, '-c', NODE], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, timeout=60)
     return r.returncode, r.stdout
@@ -44,7 +43,7 @@ def test_config_profile_loads(name):
 
 def test_link_profile_loads(tmp_path):
     path = tmp_path / 'link.xml'
-    path.write_text(netlink.profile('127.0.0.1', 20e6))
+    path.write_text(netlink.profile(20e6))
     code, out = _load(path)
     assert code == 0 and 'Error' not in out, out[-2000:]
 
@@ -56,3 +55,15 @@ def test_a_broken_profile_is_noticed(tmp_path):
         '<useBuiltinTransports>', '<useBuiltinTransport>1</useBuiltinTransport>'
         '<useBuiltinTransports>'))
     assert 'Error' in _load(path)[1]
+
+
+def test_profile_env_names():
+    both = set(dds.PROFILE_VARS)
+    assert set(dds.profile_env('p.xml', {'ROS_DISTRO': 'jazzy'})) == both
+    assert dds.profile_env('p.xml', {'ROS_DISTRO': 'kilted'}) == {dds.NEW_VAR: 'p.xml'}
+    # The PyPI wheels: whichever is installed here is told by its distribution name.
+    major = dds.fastdds_major({})
+    assert major in (2, 3)
+    assert set(dds.profile_env('p.xml', {})) == (both if major == 2 else {dds.NEW_VAR})
+    assert dds.profile_set({dds.OLD_VAR: 'a.xml'}) == 'a.xml'
+    assert dds.profile_set({}) is None

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from laecips_core import dds
 from laecips_eval import netlink
 from laecips_eval.forwarder import Pipe
 
@@ -134,10 +135,28 @@ def test_dds_crosses_the_namespace_link():
 
 
 def test_profile_paces_writers_below_the_link_rate():
-    xml = netlink.profile('10.1.0.1', 20e6)
+    xml = netlink.profile(20e6)
     assert '<max_bytes_per_period>200000</max_bytes_per_period>' in xml  # 80 % of 20 Mbit/s
     assert '<flow_controller_name>link_pacing</flow_controller_name>' in xml
-    assert 'flow_controller' not in netlink.profile('10.1.0.1', 0.0)  # unlimited: no pacing
+    assert 'flow_controller' not in netlink.profile(0.0)  # unlimited: no pacing
+
+
+def test_profile_names_no_interface():
+    # Fast DDS 3 (Kilted) never discovered the other namespace with the TAP whitelisted.
+    for rate in (0.0, 20e6):
+        xml = netlink.profile(rate)
+        assert '<useBuiltinTransports>false</useBuiltinTransports>' in xml  # no SHM
+        assert 'interfaceWhiteList' not in xml and 'allowlist' not in xml
+
+
+def test_link_env_names_the_profile_for_the_installed_fast_dds(tmp_path):
+    link = netlink.Link('0')
+    link.dir = tmp_path
+    for distro, names in (('jazzy', dds.PROFILE_VARS), ('kilted', (dds.NEW_VAR,))):
+        env = link.env('edge', {'ROS_DISTRO': distro, dds.OLD_VAR: 'stale.xml'})
+        assert {k for k in env if k in dds.PROFILE_VARS} == set(names)
+        assert all(env[k] == str(tmp_path / 'fastdds_edge.xml') for k in names)
+        assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'SUBNET'
 
 
 def test_a_large_message_crosses_the_paced_link_without_drops():

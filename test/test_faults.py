@@ -36,7 +36,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 import torch
 
-from laecips_core import codecs
+from laecips_core import codecs, dds
 from laecips_msgs.msg import CloudStats, EdgeStats, WeightPush
 
 NS = '/robot1'
@@ -67,9 +67,7 @@ def short_lease(tmp_path: Path) -> dict[str, str]:
     """Return the environment of a process whose death its peers notice within ~2 s."""
     path = tmp_path / 'short_lease.xml'
     path.write_text(LEASE_XML)
-    # Fast DDS 2.x (Jazzy) reads the first name, 3.x the second.
-    return {'FASTRTPS_DEFAULT_PROFILES_FILE': str(path),
-            'FASTDDS_DEFAULT_PROFILES_FILE': str(path)}
+    return dds.profile_env(path)  # under the name the installed Fast DDS reads
 
 
 class _TinySeg(torch.nn.Module):

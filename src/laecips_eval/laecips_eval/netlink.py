@@ -8,7 +8,10 @@ starts :mod:`laecips_eval.forwarder` (two TAP devices, one moved into each names
 addresses 10.<net>.0.1 and .2/24, a multicast route), and tears it all down in ``finally``.
 Processes started with :meth:`Link.popen` run inside a namespace with a DDS setup that
 crosses the link: ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET`` and a Fast DDS profile with the
-UDPv4 transport only (shared memory would bypass the wire), bound to the TAP's address.
+UDPv4 transport only (shared memory would bypass the wire). The profile names no interface:
+a namespace has only its loopback and its TAP, and Fast DDS 3 (Kilted) with an interface
+whitelist (or allowlist) never discovers the other side (its multicast announcements cross
+the wire and go unanswered), while 2.x (Jazzy) works either way.
 
 Link spec (``parse_spec``): ``'RATE,RTT,LOSS[,jitter=J]'``, e.g. ``'20mbit,50ms,0.0'`` or
 ``'20mbit,100ms,5%,jitter=200ms'``: rate in bit/s with k/m/g suffixes (``0`` = unlimited),
@@ -31,6 +34,8 @@ import sys
 import tempfile
 import time
 
+from laecips_core import dds
+
 PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
 <dds xmlns="http://www.eprosima.com">
   <profiles>
@@ -38,7 +43,6 @@ PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
       <transport_descriptor>
         <transport_id>udp_link</transport_id>
         <type>UDPv4</type>
-        <interfaceWhiteList><address>{address}</address></interfaceWhiteList>
       </transport_descriptor>
     </transport_descriptors>
     <participant profile_name="laecips_link" is_default_profile="true">
@@ -80,12 +84,12 @@ PACING_SHARE = 0.8  # of the link rate: room for the other direction's ACKs and 
 PACING_PERIOD_MS = 100
 
 
-def profile(address: str, rate_bps: float, pacing: bool = True) -> str:
+def profile(rate_bps: float, pacing: bool = True) -> str:
     """Return the Fast DDS XML profile for one side of a link (paced when rate-limited)."""
     if not (pacing and rate_bps > 0):
-        return PROFILE.format(address=address, flow_controllers='', writer='')
+        return PROFILE.format(flow_controllers='', writer='')
     per = max(1500, int(rate_bps / 8 * PACING_SHARE * PACING_PERIOD_MS / 1000))
-    return PROFILE.format(address=address, writer=PACED_WRITER,
+    return PROFILE.format(writer=PACED_WRITER,
                           flow_controllers=FLOW_CONTROLLER.format(
                               bytes_per_period=per, period_ms=PACING_PERIOD_MS))
 
@@ -224,7 +228,7 @@ class Link:
             _ip('-n', ns, 'link', 'set', tap, 'up', 'multicast', 'on')
             _ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', tap)
             (self.dir / f'fastdds_{role}.xml').write_text(
-                profile(self.addr[role], self.spec.rate_bps, role in self.paced))
+                profile(self.spec.rate_bps, role in self.paced))
 
     def close(self) -> None:
         """Stop processes in the namespaces and the forwarder, delete the namespaces."""
@@ -255,10 +259,10 @@ class Link:
         env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'SUBNET'
         env.pop('ROS_LOCALHOST_ONLY', None)
         env.pop('ROS_STATIC_PEERS', None)
-        # Fast DDS 2.x (ROS 2 Jazzy) reads only FASTRTPS_DEFAULT_PROFILES_FILE, 3.x only
-        # FASTDDS_DEFAULT_PROFILES_FILE: set both, or the UDP-only profile is silently unused.
-        for var in ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE'):
-            env[var] = str(self.dir / f'fastdds_{role}.xml')
+        # Under the name(s) the installed Fast DDS reads, or the UDP-only profile is unused.
+        for var in dds.PROFILE_VARS:
+            env.pop(var, None)
+        env.update(dds.profile_env(self.dir / f'fastdds_{role}.xml', env))
         env['RMW_IMPLEMENTATION'] = env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
         env['RMW_FASTRTPS_PUBLICATION_MODE'] = 'AUTO'  # the profile's publishMode applies
         return env

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from laecips_core import camvid as cv
-from laecips_core import weights
+from laecips_core import dds, weights
 from laecips_edge import engine
 
 H, W = 360, 480
@@ -237,9 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     frames = _frames()
     # Large frames between processes: the shared-memory profile, unless one is set already.
     shm = Path(os.environ.get('LAECIPS_ROOT', Path.cwd())) / 'config' / 'fastdds_shm.xml'
-    if shm.is_file():  # Fast DDS 2.x (Jazzy) reads the first name only, 3.x the second
-        for var in ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE'):
-            os.environ.setdefault(var, str(shm))
+    if shm.is_file() and not dds.profile_set():
+        os.environ.update(dds.profile_env(shm))
     report = {'camera': [H, W], 'weights': str(path), 'model_input': list(meta.input_size),
               'cpu_count': os.cpu_count(), 'torch': torch.__version__,
               'loadavg_before': os.getloadavg(),
