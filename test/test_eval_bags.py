@@ -126,3 +126,51 @@ def test_replay_reports_a_missing_bag(procs, tmp_path):
                    params={'bag': str(tmp_path / 'nope'), 'progress': False})
     wait_until(lambda: p.poll() is not None, 30, 'the replay node to exit')
     assert p.returncode == 1 and 'replay:' in procs.log('replay')
+
+
+def test_replay_publishes_the_bag_time_on_clock(tmp_path, procs, rosnode):
+    # --clock: /clock carries the bag's time as it plays (for use_sim_time), restamped
+    # messages carry that clock's time, and it never goes back.
+    from geometry_msgs.msg import PointStamped
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    from rosgraph_msgs.msg import Clock
+    store = get_typestore(Stores.ROS2_JAZZY)
+    T = store.types  # noqa: N806
+    bag, n, step, t0 = tmp_path / 'clocked', 10, 10**8, 5 * 10**9  # 10 Hz for 0.9 s
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection('/point', 'geometry_msgs/msg/PointStamped', typestore=store)
+        for i in range(n):
+            t = t0 + i * step
+            h = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](
+                sec=t // 10**9, nanosec=t % 10**9), frame_id=f'f{i}')
+            pt = T['geometry_msgs/msg/PointStamped'](
+                header=h, point=T['geometry_msgs/msg/Point'](x=float(i), y=0.0, z=0.0))
+            w.write(c, t, store.serialize_cdr(pt, 'geometry_msgs/msg/PointStamped'))
+    ticks, points = [], []
+    rosnode.node.create_subscription(
+        Clock, '/clock', lambda m: ticks.append(m.clock.sec * 10**9 + m.clock.nanosec),
+        QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
+    rosnode.node.create_subscription(PointStamped, '/point', points.append, _reliable())
+    p = procs.node('replay', 'laecips_eval.replay_node', '--clock', '50',
+                   params={'bag': str(bag), 'rate': 1.0, 'restamp': True,
+                           'wait_for_subscribers': 1, 'progress': False})
+    wait_until(lambda: p.poll() is not None, 60, 'the replay node to finish')
+    assert p.returncode == 0, procs.log('replay')
+    wait_until(lambda: len(points) >= n, 10, 'every message taken')
+    assert ticks, 'no /clock received'
+    assert ticks == sorted(ticks) and t0 <= ticks[0] and ticks[-1] <= t0 + (n - 1) * step
+    # Ticks between the messages too (50 Hz over 0.9 s of bag time), not only at each one.
+    assert len(set(ticks)) > 2 * n and ticks[-1] - ticks[0] >= 0.8 * (n - 1) * step
+    stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in points]
+    assert stamps == sorted(stamps) and t0 <= stamps[0] and stamps[-1] <= t0 + (n - 1) * step
+    assert [m.point.x for m in points] == [float(i) for i in range(n)]
+
+
+def test_replay_clock_option():
+    from laecips_eval.replay_node import cli_args
+    assert cli_args(['r', '--clock', '--ros-args', '-p', 'bag:=b']) == [
+        'r', '--ros-args', '-p', 'bag:=b', '-p', 'clock:=40.0']  # ros2 bag play's default
+    assert cli_args(['r', '--clock', '10']) == ['r', '--ros-args', '-p', 'clock:=10.0']
+    assert cli_args(['r', '--clock=5']) == ['r', '--ros-args', '-p', 'clock:=5.0']
+    assert cli_args(['r', '--ros-args', '-p', 'bag:=b']) == ['r', '--ros-args', '-p', 'bag:=b']

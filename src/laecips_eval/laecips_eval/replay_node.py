@@ -14,7 +14,14 @@ acknowledged everything, or ``ack_timeout``).
 Parameters: ``bag`` (path), ``rate`` (1.0 = recorded; 0 = as fast as possible), ``restamp``,
 ``topics`` / ``exclude_topics`` (empty = all), ``reliability`` (``reliable`` default or
 ``best_effort``), ``depth``, ``wait_for_subscribers`` (start once every topic has that
-many subscribers), ``wait_timeout``, ``start_delay``, ``progress``.
+many subscribers), ``wait_timeout``, ``start_delay``, ``progress``, ``clock``.
+
+``clock`` (Hz, 0 = off; ``--clock [HZ]`` on the command line, 40 Hz when no number is given,
+as ``ros2 bag play --clock``): publish ``/clock`` (rosgraph_msgs/Clock, keep last 1, best
+effort: what rclpy and rclcpp subscribe with) carrying the bag's time as it plays, so that
+nodes started with ``use_sim_time:=true`` run on it. The clock starts at the first message's
+time, advances with the playback (scaled by ``rate``; with ``rate`` 0, message by message)
+and never goes back; restamped messages then carry that clock's time.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 
 from laecips_eval import bags
 from laecips_ros.node import ros_session
@@ -79,7 +87,20 @@ class ReplayNode(Node):
         self.start_delay = d('start_delay', 0.0, 'seconds to wait before the first message')
         self.ack_timeout = d('ack_timeout', 10.0, 'seconds to wait for reliable acks at end')
         self.progress = d('progress', True, 'show a progress bar on stderr')
+        self.clock_hz = float(self.declare_parameter(
+            'clock', 0.0, ParameterDescriptor(
+                description='publish /clock with the bag time at this rate in Hz (0: off), '
+                'for nodes with use_sim_time', dynamic_typing=True)).value or 0.0)
         self.published = 0
+        self.clock_pub = None
+        self.clock_ns = 0  # the last /clock published (bag time)
+        self.clock_ticks = 0
+        if self.clock_hz < 0:
+            raise ValueError(f'clock must be >= 0 Hz, not {self.clock_hz:g}')
+        if self.clock_hz > 0:
+            self.clock_pub = self.create_publisher(
+                Clock, '/clock', QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                                            durability=DurabilityPolicy.VOLATILE))
 
     def _declare(self, name: str, default, description: str):
         return self.declare_parameter(
@@ -132,7 +153,10 @@ class ReplayNode(Node):
             self.get_logger().info(f'playing {total} messages on {len(pubs)} topics from '
                                    f'{path} at rate {self.rate:g}')
             clock = self.get_clock()
-            restamper = Restamper(lambda: clock.now().nanoseconds)
+            if self.clock_pub is not None:  # stamps on the clock the replay publishes
+                restamper = Restamper(lambda: self.clock_ns)
+            else:
+                restamper = Restamper(lambda: clock.now().nanoseconds)
             t0_wall = t0_bag = None
             bar = tqdm(total=total, unit='msg', desc='replay', disable=not self.progress,
                        file=sys.stderr)
@@ -143,9 +167,9 @@ class ReplayNode(Node):
                     if t0_wall is None:
                         t0_wall, t0_bag = time.monotonic(), t_bag
                     if self.rate > 0:
-                        delay = t0_wall + (t_bag - t0_bag) / 1e9 / self.rate - time.monotonic()
-                        if delay > 0:
-                            time.sleep(delay)
+                        due = t0_wall + (t_bag - t0_bag) / 1e9 / self.rate
+                        self._wait(due, t0_wall, t0_bag)
+                    self._tick(t_bag)
                     off = offsets[conn.id]
                     data = bytes(raw)
                     if off is not None:
@@ -160,6 +184,28 @@ class ReplayNode(Node):
                     pub.wait_for_all_acked(rclpy.duration.Duration(seconds=self.ack_timeout))
         self.get_logger().info(f'done: {self.published} messages published')
         return self.published
+
+    def _wait(self, due: float, t0_wall: float, t0_bag: int) -> None:
+        """Sleep until monotonic time ``due``, publishing /clock at its rate meanwhile."""
+        while True:
+            now = time.monotonic()
+            if now >= due:
+                return
+            if self.clock_pub is None:
+                time.sleep(due - now)
+                return
+            self._tick(t0_bag + round((now - t0_wall) * self.rate * 1e9))
+            time.sleep(min(due - now, 1.0 / self.clock_hz))
+
+    def _tick(self, bag_ns: int) -> None:
+        """Publish /clock = ``bag_ns`` (never earlier than the last one), when it is on."""
+        if self.clock_pub is None:
+            return
+        self.clock_ns = max(self.clock_ns, int(bag_ns))
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(self.clock_ns, 10**9)
+        self.clock_pub.publish(msg)
+        self.clock_ticks += 1
 
     def _wait_for_subscribers(self, pubs: dict) -> None:
         if self.wait_subs <= 0:
@@ -184,8 +230,42 @@ def _stamp_offset(conn, store) -> int | None:
         return bags.header_stamp_offset(conn.msgtype, store)
 
 
+CLOCK_HZ = 40.0  # --clock without a number, as ros2 bag play
+
+
+def cli_args(argv: list[str]) -> list[str]:
+    """Turn ``--clock [HZ]`` before ``--ros-args`` into ``-p clock:=HZ`` (ROS arguments)."""
+    ros_at = argv.index('--ros-args') if '--ros-args' in argv else len(argv)
+    head, ros = argv[:ros_at], argv[ros_at:]
+    out, hz = [], None
+    i = 0
+    while i < len(head):
+        a = head[i]
+        if a == '--clock' or a.startswith('--clock='):
+            value = a.partition('=')[2]
+            if not value and i + 1 < len(head) and _number(head[i + 1]):
+                value = head[i + 1]
+                i += 1
+            hz = float(value) if value else CLOCK_HZ
+        else:
+            out.append(a)
+        i += 1
+    if hz is None:
+        return argv
+    return out + (ros or ['--ros-args']) + ['-p', f'clock:={hz!r}']
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def main(args: list[str] | None = None) -> int:
     code = 0
+    args = cli_args(list(sys.argv if args is None else args))
     with ros_session(args) as made:
         try:
             made.append(ReplayNode())
