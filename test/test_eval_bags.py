@@ -174,3 +174,31 @@ def test_replay_clock_option():
     assert cli_args(['r', '--clock', '10']) == ['r', '--ros-args', '-p', 'clock:=10.0']
     assert cli_args(['r', '--clock=5']) == ['r', '--ros-args', '-p', 'clock:=5.0']
     assert cli_args(['r', '--ros-args', '-p', 'bag:=b']) == ['r', '--ros-args', '-p', 'bag:=b']
+
+
+class _FakeFrame:
+    def __init__(self, i: int):
+        self.name = f'frame{i:03d}'
+        self.i = i
+
+    def rgb(self):
+        return np.full((24, 32, 3), self.i, np.uint8)
+
+    def gt(self):
+        return np.full((24, 32), self.i % 11, np.uint8)
+
+
+def write_phased_bag(path, phases, rate):
+    """Write a small camera + ground truth bag with these phases (one frame each)."""
+    items = [(ph, _FakeFrame(i)) for i, ph in enumerate(phases)]
+    return camvid_to_bag.write(items, path, rate=rate)
+
+
+def test_read_stream_gives_phases_names_and_rate(tmp_path):
+    phases = ['sun', 'sun', 'rain_adapt', 'rain', 'rain']
+    write_phased_bag(tmp_path / 'b', phases, rate=5.0)
+    got, names, rate = camvid_to_bag.read_stream(tmp_path / 'b')
+    assert got == phases and names == [f'frame{i:03d}' for i in range(5)]
+    assert rate == pytest.approx(5.0)
+    write_phased_bag(tmp_path / 'one', ['x'], rate=3.0)
+    assert camvid_to_bag.read_stream(tmp_path / 'one') == (['x'], ['frame000'], 1.0)

@@ -54,3 +54,24 @@ def test_evaluate_rejects_bad_arguments(bad, tmp_path):
     r = subprocess.run([sys.executable, '-m', 'laecips_eval.evaluate', '--out',
                         str(tmp_path / 'x'), *bad], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
+
+
+def test_evaluate_a_bag_takes_its_phases_and_rate(tmp_path):
+    # Any phase names, at the bag's own rate: reported per phase, with the rate it played at.
+    from test_eval_bags import write_phased_bag
+    phases = ['sun', 'sun', 'rain_adapt', 'rain', 'rain']
+    write_phased_bag(tmp_path / 'bag', phases, rate=4.0)
+    out = tmp_path / 'eval'
+    argv = [sys.executable, '-m', 'laecips_eval.evaluate', '--bag', str(tmp_path / 'bag'),
+            '--systems', 'edge_only', '--tiny', '--deadline', '2', '--out', str(out)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    res = json.loads((out / 'results.json').read_text())
+    assert res['frames'] == 5 and res['rate'] == 4.0
+    row = res['rows']['edge-only']
+    assert row['phases'] == ['sun', 'rain_adapt', 'rain']
+    assert row['frames_sun'] == 2 and row['frames_rain'] == 2 and row['frames_scoring'] == 2
+    assert row['frames_adapt'] == 1 and row['frames_clean'] == 2
+    table = (out / 'table.md').read_text()
+    assert '5 frames at 4 Hz' in table and 'rain (scoring)' in table
+    assert 'rain_adapt (adaptation)' in table

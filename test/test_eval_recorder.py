@@ -69,7 +69,45 @@ def test_final_mask_rules():
     assert s['bytes_up_per_frame'] == pytest.approx(400) and s['late_labels'] == 1
     # day: f0 right, f1 all class 5 -> IoU 0: 11/22, 3: 12/24, 5: 0/23 -> mIoU 1/3.
     assert s['miou_day'] == pytest.approx(100 / 3)
-    assert s['frames_dusk'] == 3 and math.isnan(s['miou_dusk_adapt'])
+    assert s['frames_dusk'] == 3 and 'miou_dusk_adapt' not in s
+    assert math.isnan(s['miou_adapt']) and s['frames_adapt'] == 0
+    assert s['phases'] == ['day', 'dusk'] and s['miou_clean'] == s['miou_day']
+    assert s['miou_scoring'] == s['miou_dusk'] and s['frames_scoring'] == 3
+
+
+def _frame(i, phase, right):
+    gt = _gt()
+    conf = np.zeros((11, 11), np.int64)
+    for g, p in zip(gt.ravel(), (gt if right else np.full_like(gt, 5)).ravel()):
+        if g < 11:
+            conf[g, p] += 1
+    return {'index': i, 'phase': phase, 'name': f'f{i}', 'conf': conf.tolist(),
+            'edge_conf': conf.tolist(), 'source': 'edge', 'uploaded': i % 2 == 0,
+            'labelled': False, 'latency_s': 0.1, 'bytes_up': 0, 'bytes_down': 0,
+            'stamp_ns': i}
+
+
+def test_phases_come_from_the_frames_any_names():
+    # Phase names other than the drift stream's: each reported, with the roles.
+    assert report.phase_roles(['day', 'dusk_adapt', 'dusk']) == {
+        'clean': ['day'], 'scoring': ['dusk'], 'adapt': ['dusk_adapt']}
+    assert report.phase_roles(['sun', 'rain_adapt', 'rain', 'snow']) == {
+        'clean': ['sun'], 'scoring': ['rain', 'snow'], 'adapt': ['rain_adapt']}
+    assert report.phase_roles(['test']) == {'clean': ['test'], 'scoring': ['test'],
+                                             'adapt': []}
+    frames = [_frame(i, ph, ph != 'rain') for i, ph in enumerate(
+        ['sun', 'sun', 'rain_adapt', 'rain', 'rain', 'snow'])]
+    s = report.summarize({'frames': frames, 'pushes': []})
+    assert s['phases'] == ['sun', 'rain_adapt', 'rain', 'snow']
+    assert s['miou_sun'] == pytest.approx(100) and s['miou_rain'] == pytest.approx(0)
+    assert s['frames_scoring'] == 3 and s['frames_adapt'] == 1 and s['frames_clean'] == 2
+    assert s['miou_adapt'] == pytest.approx(100) and 0 < s['miou_scoring'] < 100
+    assert s['upload_ratio_rain'] == pytest.approx(0.5)
+    row = report.average([s, s])
+    assert row['roles'] == s['roles'] and row['miou_scoring_std'] == 0
+    head = report.table({'x': row}).splitlines()[0]
+    assert '| sun | rain+snow (scoring) | rain_adapt (adaptation) | edge model rain+snow |' \
+        in head
 
 
 def _image(stamp_ns, arr, encoding='mono8', frame_id=''):

@@ -103,6 +103,32 @@ def write(items: Iterable[tuple[str, object]], out: str | Path, rate: float = 1.
     return len(items)
 
 
+def read_stream(bag: str | Path, gt_topic: str = GT_TOPIC,
+                camera_topic: str = CAMERA_TOPIC) -> tuple[list[str], list[str], float]:
+    """
+    Return a bag's phases and frame names (one per ground-truth message) and its frame rate.
+
+    The phase and name come from each ground-truth ``frame_id`` (``'<phase>/<name>'``); the
+    rate (frames per second) from the receive times of the camera topic (else the ground
+    truth): what a replay at rate 1.0 plays. A bag with one frame reports 1.0 Hz.
+    """
+    from rosbags.rosbag2 import Reader
+    store = bags.typestore()
+    phases, names, times = [], [], {camera_topic: [], gt_topic: []}
+    with Reader(Path(bag)) as r:
+        conns = [c for c in r.connections if c.topic in times]
+        for conn, t, raw in r.messages(connections=conns):
+            times[conn.topic].append(t)
+            if conn.topic == gt_topic:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                phase, name = parse_gt_frame_id(msg.header.frame_id)
+                phases.append(phase)
+                names.append(name)
+    stamps = times[camera_topic] or times[gt_topic]
+    span = (stamps[-1] - stamps[0]) / 1e9 if len(stamps) > 1 else 0.0
+    return phases, names, (len(stamps) - 1) / span if span > 0 else 1.0
+
+
 def parse_gt_frame_id(frame_id: str) -> tuple[str, str]:
     """Split a ground-truth frame_id into (phase, frame name)."""
     phase, _, name = frame_id.partition('/')

@@ -61,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
                    'with sensor noise on the dusk phases: a stream the cloud labeller fails)')
     p.add_argument('--frames', type=int, default=None, help='first N frames of the stream')
     p.add_argument('--per-phase', type=int, default=None, help='first N frames of each phase')
-    p.add_argument('--rate', type=float, default=2.0, help='camera frames per second')
+    p.add_argument('--rate', type=float, default=None, help='camera frames per second '
+                   "(default 2; with --bag the bag's own rate, which --rate rescales)")
     p.add_argument('--scale', type=float, default=1.0, help='resize frames (GT: nearest)')
     p.add_argument('--systems', default=','.join(systems.DEFAULT),
                    help=f'comma-separated, from: {", ".join(systems.ORDER)}')
@@ -138,13 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     from laecips_core import camvid
     root = camvid.find_root(args.root)
     if args.bag:
+        # Phases (ground truth frame_ids) and the frame rate come from the bag; a replay at
+        # rate 1.0 plays it at its own rate, --rate asks for another.
         bag, frames_by_name = Path(args.bag), {}
-        from rosbags.rosbag2 import Reader
-        with Reader(bag) as r:
-            gt = [c for c in r.connections if c.topic == camvid_to_bag.GT_TOPIC]
-            n_frames = sum(c.msgcount for c in gt)
-        phases = []
+        phases, _, bag_rate = camvid_to_bag.read_stream(bag)
+        n_frames = len(phases)
+        args.replay_rate = args.rate / bag_rate if args.rate else 1.0
+        args.rate = args.rate or bag_rate
     else:
+        args.rate = args.rate or 2.0
         if root is None:
             print('evaluate: CamVid not found (--root or LAECIPS_CAMVID)', file=sys.stderr)
             return 1

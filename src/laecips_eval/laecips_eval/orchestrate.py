@@ -169,7 +169,8 @@ def run_system(sys_: systems.System, args: argparse.Namespace, runner: Runner, b
               f'{sys_.label}: nodes to come up', runner, live)
         replay = runner.start(f'{tag}.replay', 'edge', [
             sys.executable, '-m', 'laecips_eval.replay_node', '--ros-args',
-            '-p', f'bag:={bag}', '-p', 'rate:=1.0', '-p', 'restamp:=true',
+            '-p', f'bag:={bag}', '-p', f'rate:={float(getattr(args, "replay_rate", 1.0))!r}',
+            '-p', 'restamp:=true',
             '-p', 'wait_for_subscribers:=1', '-p', 'progress:=false',
             '-p', f'start_delay:={args.start_delay}', '-p', 'depth:=20'])
         print(f'[evaluate] {sys_.label}: replaying {n_frames} frames', flush=True)
@@ -190,7 +191,9 @@ def run_system(sys_: systems.System, args: argparse.Namespace, runner: Runner, b
     run['wall_s'] = time.monotonic() - t0
     result.write_text(json.dumps(run))
     s = report.summarize(run)
-    print(f'[evaluate] {sys_.label}: mIoU {s["miou_all"]:.1f} (dusk {s["miou_dusk"]:.1f}), '
+    scoring = report.role_names(s)['scoring']
+    print(f'[evaluate] {sys_.label}: mIoU {s["miou_all"]:.1f} ({scoring} '
+          f'{s["miou_scoring"]:.1f}), '
           f'upload {s["upload_ratio"]:.0%}, latency p50 {s["latency_p50_ms"]:.0f} ms '
           f'({run["wall_s"]:.0f} s)', flush=True)
     return run

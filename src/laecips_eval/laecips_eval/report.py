@@ -5,8 +5,12 @@ Summaries, the markdown table, JSON and plots of an evaluation (no rclpy).
 
 A *run* is what :mod:`laecips_eval.recorder_node` wrote for one system (one seed); a
 *system* row averages its runs (the random baseline has several seeds). mIoU uses one
-confusion matrix per subset (all frames, ``day``, ``dusk`` = the scoring phase,
-``dusk_adapt`` = frames the edge may have been adapted on, reported separately).
+confusion matrix per subset: all frames, each phase of the stream (the ground truth's
+``frame_id`` names it, see :mod:`laecips_eval.camvid_to_bag`) and each role
+(:func:`phase_roles`): ``clean`` = the first phase, ``adapt`` = the phases whose name ends in
+``_adapt`` (frames the edge may have been adapted on: reported, not the headline) and
+``scoring`` = the other phases after the first (the headline). The drift stream's phases
+``day``, ``dusk_adapt``, ``dusk`` give clean = day, adapt = dusk_adapt, scoring = dusk.
 """
 
 from __future__ import annotations
@@ -20,8 +24,35 @@ import numpy as np
 
 from laecips_core import metrics
 
-SUBSETS = ('all', 'day', 'dusk', 'dusk_adapt')
+SUBSETS = ('all', 'day', 'dusk', 'dusk_adapt')  # the drift stream's (named CamVid streams)
+ROLES = ('clean', 'scoring', 'adapt')
+ADAPT_SUFFIX = '_adapt'
 STYLES = ('-', '--', '-.', ':')
+
+
+def phases_in(frames: Sequence[dict]) -> list[str]:
+    """Return the phases of recorded frames in stream order."""
+    return list(dict.fromkeys(f['phase'] for f in frames))
+
+
+def phase_roles(phases: Sequence[str]) -> dict[str, list[str]]:
+    """
+    Split a stream's phases (in order) into roles: ``clean``, ``scoring``, ``adapt``.
+
+    The first phase is the clean one; a phase whose name ends in ``_adapt`` is an
+    adaptation phase; the other phases after the first are scored (the headline), or the
+    first one when there are none (a one-phase stream).
+    """
+    adapt = [p for p in phases if p.endswith(ADAPT_SUFFIX)]
+    clean = [p for p in phases[:1] if p not in adapt]
+    scoring = [p for p in phases[1:] if p not in adapt] or clean
+    return {'clean': clean, 'scoring': scoring, 'adapt': adapt}
+
+
+def role_names(row: dict) -> dict[str, str]:
+    """Return each role's phase names as text (``dusk``, ``a+b``; ``-`` when none)."""
+    roles = row.get('roles') or phase_roles(row.get('phases') or [])
+    return {r: '+'.join(roles.get(r) or []) or '-' for r in ROLES}
 
 
 def summarize(run: dict) -> dict:
@@ -29,8 +60,12 @@ def summarize(run: dict) -> dict:
     frames = run['frames']
     n = max(1, len(frames))
     out: dict = {'frames': len(frames)}
-    for subset in SUBSETS:
-        sel = [f for f in frames if subset == 'all' or f['phase'] == subset]
+    phases = phases_in(frames)
+    roles = phase_roles(phases)
+    out['phases'], out['roles'] = phases, roles
+    subsets = {'all': None, **{p: (p,) for p in phases}, **roles}  # a role wins a name clash
+    for subset, members in subsets.items():
+        sel = [f for f in frames if members is None or f['phase'] in members]
         conf = sum((np.asarray(f['conf'], np.int64) for f in sel),
                    np.zeros((metrics.NUM_CLASSES,) * 2, np.int64))
         out[f'miou_{subset}'] = metrics.miou(conf) * 100 if sel else math.nan
@@ -74,14 +109,17 @@ def summarize(run: dict) -> dict:
 
 
 def average(summaries: Sequence[dict]) -> dict:
-    """Average numeric fields over runs (seeds); adds ``runs`` and ``miou_dusk_std``."""
+    """Average numeric fields over runs (seeds); adds ``runs`` and ``miou_scoring_std``."""
     out: dict = {'runs': len(summaries)}
+    for k in ('phases', 'roles'):
+        if k in summaries[0]:
+            out[k] = summaries[0][k]
     for k in summaries[0]:
         vals = [s[k] for s in summaries if isinstance(s.get(k), (int, float))]
         if vals:
             out[k] = float(np.mean(vals)) if len(vals) > 1 else vals[0]
     if len(summaries) > 1:
-        out['miou_dusk_std'] = float(np.std([s['miou_dusk'] for s in summaries]))
+        out['miou_scoring_std'] = float(np.std([s['miou_scoring'] for s in summaries]))
         out['miou_all_std'] = float(np.std([s['miou_all'] for s in summaries]))
     return out
 
@@ -92,17 +130,20 @@ def _f(v: float, fmt: str = '.1f') -> str:
 
 def table(rows: dict[str, dict]) -> str:
     """Return the markdown table of system rows (name -> averaged summary)."""
-    head = ('| system | mIoU all | day | dusk (scoring) | dusk_adapt (adaptation) | edge model '
-            'dusk | upload | up B/frame | down B/frame | latency p50 ms | p95 ms | mean ms |')
+    n = role_names(next(iter(rows.values()), {}))
+    head = (f'| system | mIoU all | {n["clean"]} | {n["scoring"]} (scoring) | {n["adapt"]} '
+            f'(adaptation) | edge model {n["scoring"]} | upload | up B/frame | down B/frame | '
+            'latency p50 ms | p95 ms | mean ms |')
     lines = [head, '|' + '---|' * 12]
     notes = ('mIoU in %, 11 classes, void ignored, one confusion matrix per subset; "edge model '
-             'dusk" scores the edge\'s own masks on the dusk frames, before any cloud answer.')
+             f'{n["scoring"]}" scores the edge\'s own masks on the {n["scoring"]} frames, before '
+             'any cloud answer.')
     for name, s in rows.items():
         runs = f' (×{s["runs"]})' if s.get('runs', 1) > 1 else ''
         lines.append(
-            f'| {name}{runs} | {_f(s["miou_all"])} | {_f(s["miou_day"])} | '
-            f'{_f(s["miou_dusk"])} | {_f(s["miou_dusk_adapt"])} | '
-            f'{_f(s.get("edge_miou_dusk", math.nan))} | '
+            f'| {name}{runs} | {_f(s["miou_all"])} | {_f(s.get("miou_clean", math.nan))} | '
+            f'{_f(s.get("miou_scoring", math.nan))} | {_f(s.get("miou_adapt", math.nan))} | '
+            f'{_f(s.get("edge_miou_scoring", math.nan))} | '
             f'{_f(s["upload_ratio"] * 100, ".0f")} % | {_f(s["bytes_up_per_frame"], ",.0f")} | '
             f'{_f(s["bytes_down_per_frame"], ",.0f")} | {_f(s["latency_p50_ms"], ".0f")} | '
             f'{_f(s["latency_p95_ms"], ".0f")} | {_f(s["latency_mean_ms"], ".0f")} |')
