@@ -126,3 +126,22 @@ def test_rosbags_mcap_round_trip(tmp_path):
             assert deserialize_message(bytes(raw), cls) == msg
             seen += 1
     assert seen == len(sent)
+
+
+def test_class_map_message_round_trip(tmp_path):
+    # Class names on the wire: ids -> names and colours for a consumer of ~/mask.
+    from laecips_core.classes import CAMVID, ClassMap
+    from laecips_eval.bags import typestore
+    from laecips_msgs.msg import ClassMap as ClassMapMsg
+    from laecips_ros import class_map
+    msg = class_map.to_msg(CAMVID, frame_id='camera')
+    assert list(msg.names) == list(CAMVID.names) and msg.void_id == 11
+    assert msg.colors[3].r == pytest.approx(128 / 255) and msg.colors[3].a == 1.0
+    back = deserialize_message(serialize_message(msg), ClassMapMsg)
+    assert class_map.from_msg(back) == CAMVID and back.header.frame_id == 'camera'  # float32
+    other = ClassMap(('a', 'b'), ((255, 0, 0), (0, 0, 255)), 255)
+    assert class_map.from_msg(class_map.to_msg(other)) == other
+    store = typestore()  # rosbags reads what rclpy wrote (recording ~/class_map)
+    name = 'laecips_msgs/msg/ClassMap'
+    raw = serialize_message(msg)
+    assert list(store.deserialize_cdr(raw, name).names) == list(CAMVID.names)

@@ -32,6 +32,9 @@ EDGE_MASK = '~/mask'
 EDGE_MASK_COLOR = '~/mask_color'
 EDGE_OVERLAY = '~/overlay'
 EDGE_MASK_REFINED = '~/mask_refined'
+EDGE_MASK_REFINED_COLOR = '~/mask_refined_color'
+# laecips_msgs/ClassMap of the masks (names, colours, void id), latched (CLASS_MAP).
+EDGE_CLASS_MAP = '~/class_map'
 UPDATE_WEIGHTS = '~/update_weights'
 # How the trainer finds a robot's update service ({robot_id} is replaced).
 UPDATE_SERVICE_PATTERN = '/{robot_id}/edge/update_weights'
@@ -64,3 +67,5 @@ def camera_qos(depth: int, mode: str) -> Qos:
     return Qos(depth, 'reliable' if mode == 'reliable' else 'best_effort')
 # Statistics topics (keep last 10, as rclpy's plain depth 10).
 STATS = Qos(10)
+# Published once, kept for late subscribers (transient local, keep last 1): the class map.
+LATCHED = Qos(1, 'reliable', 'transient_local')
