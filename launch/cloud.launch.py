@@ -1,12 +1,20 @@
 # Copyright 2026 LAECIPS-ROS developers
 # SPDX-License-Identifier: Apache-2.0
-"""The cloud side: the bridge (large labeller) and the trainer beside it, for all robots."""
+"""
+The cloud side: the bridge (large labeller) and the trainer beside it, for all robots.
+
+The nodes load the ``dds_profile`` argument's Fast DDS profile (config/fastdds_shm.xml
+unless a profiles file is exported already): frames between the bridge and the trainer go
+through shared memory.
+"""
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from laecips_core import dds
 
 
 def generate_launch_description():
@@ -21,6 +29,13 @@ def generate_launch_description():
                               description='params YAML of the trainer'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='use /clock (bag replay with --clock)'),
+        DeclareLaunchArgument('dds_profile', default_value=EnvironmentVariable(
+            dds.NEW_VAR, default_value=EnvironmentVariable(
+                dds.OLD_VAR, default_value=PathJoinSubstitution([config, dds.SHM_PROFILE]))),
+            description='Fast DDS profile of the nodes (default: shared memory sized for '
+            'camera frames, unless a profiles file is exported already)'),
+        *[SetEnvironmentVariable(name, LaunchConfiguration('dds_profile'))
+          for name in dds.profile_env('')],
         Node(
             package='laecips_cloud',
             executable='cloud_bridge',

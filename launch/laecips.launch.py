@@ -11,7 +11,8 @@ from launch_ros.substitutions import FindPackageShare
 
 def generate_launch_description():
     launch_dir = PathJoinSubstitution([FindPackageShare('laecips_bringup'), 'launch'])
-    # Arguments (robot_id, camera_topic, *_params, use_sim_time) pass through to both.
+    # Arguments (robot_id, camera_topic, *_params, use_sim_time, dds_profile, rviz) pass
+    # through to both.
     return LaunchDescription([
         IncludeLaunchDescription(PythonLaunchDescriptionSource(
             PathJoinSubstitution([launch_dir, 'edge.launch.py']))),

@@ -29,8 +29,11 @@ def _arg_defaults(tree) -> dict:
                 'DeclareLaunchArgument':
             kw = {k.arg: k.value for k in call.keywords}
             default = kw.get('default_value')
-            if isinstance(default, ast.Call):  # PathJoinSubstitution([config, 'x.yaml'])
+            if isinstance(default, ast.Call) and getattr(default.func, 'id', '') == \
+                    'PathJoinSubstitution':  # PathJoinSubstitution([config, 'x.yaml'])
                 default = _const(default.args[0].elts[-1])
+            elif isinstance(default, ast.Call):
+                default = None  # another substitution (dds_profile: EnvironmentVariable)
             else:
                 default = _const(default)
             out[_const(call.args[0])] = default
@@ -60,6 +63,8 @@ def read_nodes(path: Path) -> list[dict]:
         if name != 'Node':
             continue
         kw = {k.arg: k.value for k in call.keywords}
+        if _const(kw['package']) == 'rviz2':
+            continue  # a viewer (rviz:=true), not one of the system's nodes
         params = kw['parameters'].elts
         files = [defaults[_launch_config(p)] for p in params if _launch_config(p)]
         dicts = [{_const(k): _launch_config(v) for k, v in zip(p.keys, p.values)}
@@ -105,3 +110,58 @@ def test_launch_files_match_runner(launch_file, group):
 def test_params_files_exist_for_every_node():
     for spec in system.GROUPS['all']:
         assert (ROOT / 'config' / spec.params_file).is_file(), spec.params_file
+
+
+def _calls(tree, func: str) -> list[ast.Call]:
+    return [c for c in ast.walk(tree) if isinstance(c, ast.Call)
+            and getattr(c.func, 'id', getattr(c.func, 'attr', '')) == func]
+
+
+@pytest.mark.parametrize('launch_file', ['edge.launch.py', 'cloud.launch.py'])
+def test_launch_files_apply_the_shared_memory_profile(launch_file):
+    # Full camera rate on one machine: both Fast DDS variable names (Jazzy's and Kilted's)
+    # are set to the dds_profile argument, whose default is config/fastdds_shm.xml unless a
+    # profiles file is exported already.
+    text = (LAUNCH / launch_file).read_text()
+    tree = ast.parse(text)
+    sets = _calls(tree, 'SetEnvironmentVariable')
+    assert len(sets) == 1 and _launch_config(sets[0].args[1]) == 'dds_profile'
+    assert 'for name in dds.profile_env(' in text  # the names the installed Fast DDS reads
+    default = next(c for c in _calls(tree, 'DeclareLaunchArgument')
+                   if _const(c.args[0]) == 'dds_profile').keywords[0].value
+    inner = default.keywords[0].value  # EnvironmentVariable(NEW, default=EnvironmentVariable(
+    assert ast.unparse(default.args[0]) == 'dds.NEW_VAR'  # OLD, default=config/<shm>))
+    assert ast.unparse(inner.args[0]) == 'dds.OLD_VAR'
+    assert ast.unparse(inner.keywords[0].value.args[0].elts[-1]) == 'dds.SHM_PROFILE'
+    from laecips_core import dds
+    assert (ROOT / 'config' / dds.SHM_PROFILE).is_file()
+    assert set(dds.profile_env('x', {})) <= set(dds.PROFILE_VARS)
+    assert set(dds.profile_env('x', {'ROS_DISTRO': 'jazzy'})) == set(dds.PROFILE_VARS)
+
+
+def test_edge_launch_rviz_argument_starts_rviz_with_the_config():
+    tree = ast.parse((LAUNCH / 'edge.launch.py').read_text())
+    args = _arg_defaults(tree)
+    assert args['rviz'] == 'false'
+    rviz = [c for c in _calls(tree, 'Node') if any(
+        k.arg == 'package' and _const(k.value) == 'rviz2' for k in c.keywords)]
+    assert len(rviz) == 1
+    kw = {k.arg: k.value for k in rviz[0].keywords}
+    assert _launch_config(kw['condition'].args[0]) == 'rviz'
+    assert _const(kw['arguments'].elts[1].args[0].elts[-1]) == 'laecips.rviz'
+    assert (ROOT / 'config' / 'laecips.rviz').is_file()
+
+
+def test_up_applies_the_shared_memory_profile_unless_one_is_exported(tmp_path):
+    from laecips_bringup.cli import up_env
+    from laecips_core import dds
+    env, profile = up_env({'PATH': '/bin'}, None)
+    assert profile.endswith('/config/' + dds.SHM_PROFILE) and Path(profile).is_file()
+    assert env[dds.NEW_VAR] == profile and env['PATH'] == '/bin'
+    env, _ = up_env({'ROS_DISTRO': 'jazzy'}, None)
+    assert env[dds.OLD_VAR] == env[dds.NEW_VAR]  # Jazzy reads the old name
+    own = {dds.OLD_VAR: '/my/profile.xml'}
+    assert up_env(own, None) == (own, '/my/profile.xml')  # the user's wins
+    env, profile = up_env(own, str(tmp_path / 'p.xml'))  # --dds-profile P
+    assert profile == str(tmp_path / 'p.xml') and env.get(dds.NEW_VAR) == profile
+    assert up_env({}, '') == ({}, None)  # --dds-profile ''

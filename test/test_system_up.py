@@ -43,6 +43,11 @@ def test_up_all_starts_serves_rviz_topics_and_stops_cleanly(procs, rosnode):
             assert node.count_publishers(topic) >= 1, f'{topic} in laecips.rviz has no publisher'
     children = pf.children(p.pid)
     assert len(children) == 3, children
+    # Camera frames through shared memory: every node loads the SHM profile.
+    for c in children:
+        environ = dict(kv.split('=', 1) for kv in open(f'/proc/{c}/environ').read().split(
+            '\0') if '=' in kv)
+        assert environ.get('FASTDDS_DEFAULT_PROFILES_FILE', '').endswith('fastdds_shm.xml')
     p.send_signal(signal.SIGINT)
     assert p.wait(30) == 0, procs.log('up')
     assert 'shutdown requested' in procs.log('up')

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from laecips_bringup import demo
 from laecips_bringup.runner import Runner
-from laecips_core import nodes
+from laecips_core import dds, nodes
 
 # Commands that are other packages' console scripts, reachable without install/*/lib on PATH.
 PASSTHROUGH = {
@@ -34,8 +35,30 @@ PASSTHROUGH = {
 }
 
 
+def up_env(environ: dict, profile: str | None) -> tuple[dict, str | None]:
+    """
+    Return the nodes' environment and the Fast DDS profile it names.
+
+    ``profile`` None: the one exported already, else the shared-memory profile sized for
+    camera frames (config/fastdds_shm.xml); ``''``: none added.
+    """
+    env = dict(environ)
+    if profile is None:
+        if dds.profile_set(env):
+            return env, dds.profile_set(env)
+        profile = str(nodes.config_dir() / dds.SHM_PROFILE)
+    if not profile:
+        return env, dds.profile_set(env)
+    for name in dds.PROFILE_VARS:
+        env.pop(name, None)
+    env.update(dds.profile_env(profile, env))
+    return env, profile
+
+
 def up(args: argparse.Namespace) -> int:
     """Start a group of nodes and relay their logs until Ctrl-C or one of them exits."""
+    env, profile = up_env(os.environ, args.dds_profile)
+    print(f'[laecips] Fast DDS profile: {profile or "none (Fast DDS defaults)"}', flush=True)
     runner = Runner()
     for robot in args.robot_id:
         for spec in nodes.GROUPS[args.group]:
@@ -48,7 +71,7 @@ def up(args: argparse.Namespace) -> int:
                                     use_sim_time=args.use_sim_time,
                                     overrides=_overrides(args.set, spec.name))
             runner.add(label, argv)
-    code = runner.run()
+    code = runner.run(env=env)
     print(f'[laecips] stopped ({runner.reason or "shutdown requested"}), exit code {code}',
           flush=True)
     return code
@@ -81,6 +104,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument('--set', action='append', default=[], metavar='NODE.KEY=VALUE',
                    help='override a parameter, e.g. edge.policy_rule=always')
     u.add_argument('--use-sim-time', action='store_true')
+    u.add_argument('--dds-profile', default=None, metavar='XML',
+                   help='Fast DDS profile of the nodes (default: the one exported in '
+                   'FASTDDS_/FASTRTPS_DEFAULT_PROFILES_FILE, else config/fastdds_shm.xml: '
+                   "shared memory sized for camera frames; '' for none)")
     u.set_defaults(func=up)
     d = sub.add_parser('demo', help='the whole system on the CamVid drift stream, with report')
     demo.add_arguments(d)

@@ -154,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
     # The monitor must share the nodes' DDS domain, kept on this machine.
     os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 200))
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    # Camera frames between the nodes through shared memory, as laecips up and the launch
+    # files do (unless a Fast DDS profile is exported already).
+    from laecips_bringup.cli import up_env
+    env, _ = up_env(os.environ, None)
+    os.environ.update(env)
     n = len(camvid_to_bag.select(root, 'drift', per_phase=args.per_phase, limit=args.frames))
     argv = ['--root', str(root), '--out', args.out, '--rate', str(args.rate)]
     argv += ['--systems', systems] if systems else []
