@@ -3,9 +3,9 @@
 """
 Write config/<node>.yaml from each node's declared parameters, every one commented.
 
-The nodes' PARAMS tables (default, description) are the one source; this script lays them
-out as ROS 2 params files, with the deployment values below where they differ from the
-defaults. test/test_config.py checks that the files and the tables stay in step.
+The nodes' PARAMS tables (default, description[, (min, max)]) are the one source; this
+script lays them out as ROS 2 params files, with the deployment values below where they
+differ from the defaults. test/test_config.py checks that the files and the tables stay in step.
 """
 
 from pathlib import Path
@@ -36,8 +36,10 @@ def _yaml(v: object) -> str:
 def render(title: str, params: dict, values: dict) -> str:
     lines = [f'# {title}', '# Every parameter, its meaning and its value; defaults are the '
              "node's own unless marked.", '/**:', '  ros__parameters:']
-    for name, (default, text) in params.items():
+    for name, (default, text, *limits) in params.items():
         value = values.get(name, default)
+        if limits:
+            text += f' [{limits[0][0]}, {limits[0][1]}]'
         lines.append(f'    # {text}' + ('' if value == default else f' (default {default!r})'))
         lines.append(f'    {name}: {_yaml(value)}')
     return '\n'.join(lines) + '\n'

@@ -22,7 +22,7 @@ def test_params_file_matches_node(name, params):
     values = yaml.safe_load(text)['/**']['ros__parameters']
     assert set(values) == set(params), 'regenerate with: python scripts/gen_config.py'
     lines = text.splitlines()
-    for key, (default, _) in params.items():
+    for key, (default, *_) in params.items():
         i = next(i for i, ln in enumerate(lines) if ln.strip().startswith(f'{key}:'))
         assert lines[i - 1].strip().startswith('#'), f'{name}: {key} has no comment'
         assert type(values[key]) is type(default), f'{name}: {key} has the wrong type'

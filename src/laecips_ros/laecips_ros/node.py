@@ -3,9 +3,10 @@
 """
 What every LAECIPS node does the same way: declare its parameters, build QoS, run.
 
-A node keeps a ``PARAMS`` table (name: (default, description)); ``declare_params`` declares
-it and returns the values, ``qos`` turns a ``laecips_core.interface.Qos`` into an rclpy
-profile, and ``run_node`` is a node module's ``main()``.
+A node keeps a ``PARAMS`` table (name: (default, description) or (default, description,
+(min, max))); ``declare_params`` declares it and returns the values, ``qos`` turns a
+``laecips_core.interface.Qos`` into an rclpy profile, and ``run_node`` is a node module's
+``main()``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,43 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 import rclpy
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from laecips_core.interface import Qos
 
-Params = dict[str, tuple[object, str]]  # name: (default, description)
+# name: (default, description) or (default, description, (min, max)): a numeric range,
+# inclusive, that the value must lie in (ros2 param describe shows it).
+Params = dict[str, tuple]
+
+
+def describe(default: object, text: str, limits: tuple | None = None,
+             read_only: bool = True, dynamic_typing: bool = True) -> ParameterDescriptor:
+    """Return the ParameterDescriptor of one table entry (with its range, if any)."""
+    d = ParameterDescriptor(description=text, read_only=read_only,
+                            dynamic_typing=dynamic_typing)
+    if limits is not None:
+        lo, hi = limits
+        if isinstance(default, int) and not isinstance(default, bool):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+        elif isinstance(default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo),
+                                                         to_value=float(hi), step=0.0)]
+        else:
+            raise TypeError(f'a range needs a numeric default, not {default!r}')
+        d.additional_constraints = f'{lo} <= value <= {hi}'
+    return d
+
+
+def check_range(name: str, value: object, limits: tuple | None) -> None:
+    """Raise ValueError when ``value`` lies outside ``limits`` (min, max), both included."""
+    if limits is not None and not limits[0] <= value <= limits[1]:
+        raise ValueError(f'parameter {name} must be in [{limits[0]}, {limits[1]}], '
+                         f'not {value!r}')
 
 
 def declare_params(node: Node, table: Params, dynamic: bool = True) -> dict:
@@ -30,20 +59,25 @@ def declare_params(node: Node, table: Params, dynamic: bool = True) -> dict:
 
     ``dynamic``: read-only, dynamically typed, then cast to the default's type, so that
     ``-p stats_period:=1`` (an int) or ``-p jit:=False`` (a string) does not kill the node.
-    Otherwise the parameters are typed by their defaults and returned as given.
+    Otherwise the parameters are typed by their defaults, writable, and returned as given.
+    A value outside its entry's range raises ValueError (``jpeg_quality:=150``), at start
+    and, for writable parameters, rclpy refuses a ``ros2 param set`` out of range.
     """
     out = {}
-    for name, (default, text) in table.items():
-        if not dynamic:
-            node.declare_parameter(name, default, ParameterDescriptor(description=text))
-            out[name] = node.get_parameter(name).value
-            continue
-        node.declare_parameter(name, default, ParameterDescriptor(
-            description=text, read_only=True, dynamic_typing=True))
+    for name, entry in table.items():
+        default, text, limits = (*entry, None)[:3]
+        try:
+            node.declare_parameter(name, default, describe(
+                default, text, limits, read_only=dynamic, dynamic_typing=dynamic))
+        except InvalidParameterValueException as e:
+            raise ValueError(f'parameter {name}: {e}') from None
         value = node.get_parameter(name).value
-        if isinstance(default, bool) and isinstance(value, str):
-            value = value.strip().lower() in ('1', 'true', 'yes', 'on')
-        out[name] = type(default)(default if value is None else value)
+        if dynamic:
+            if isinstance(default, bool) and isinstance(value, str):
+                value = value.strip().lower() in ('1', 'true', 'yes', 'on')
+            value = type(default)(default if value is None else value)
+        check_range(name, value, limits)
+        out[name] = value
     return out
 
 
