@@ -9,7 +9,9 @@ bridge decodes hard frames with (``decode_hard_frame``) in-process, without ROS.
 
 import io
 import re
+import struct
 import threading
+import zlib
 
 from conftest import wait_until
 from hypothesis import HealthCheck, given, settings
@@ -45,6 +47,16 @@ def _model(tmp_path):
     path = tmp_path / 'seg.ts'
     torch.jit.trace(_TinySeg().eval(), torch.zeros(1, 3, 8, 8)).save(str(path))
     return path
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """Return a ~70-byte PNG that declares ``width`` x ``height`` RGB pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack('>I', len(body)) + kind + body
+                + struct.pack('>I', zlib.crc32(kind + body)))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2,
+                                                               0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\x00' * 64)) + chunk(b'IEND', b''))
 
 
 def _frame(robot: str, seq: int, data: bytes | None = None) -> HardFrame:
@@ -125,7 +137,8 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
            103: _frame('robot1', 103),  # garbage edge label
            104: _frame('robot1', 104),  # edge label of another size
            105: _frame('robot 1\nrejected hard frame forged 1', 105),  # not a ROS name
-           106: _frame('robot1', 106, b'')}  # empty image
+           106: _frame('robot1', 106, b''),  # empty image
+           108: _frame('robot1', 108, _png_header_only(8000, 8000))}  # a 64 Mpx "bomb"
     bad[103].edge_label.format, bad[103].edge_label.data = 'png', b'\x89PNG\r\n\x1a\n' * 9
     codecs.encode_compressed(np.zeros((H // 2, W), np.uint8), bad[104].edge_label, 'png')
     for m in bad.values():
@@ -137,11 +150,11 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
         with lock:
             s = stats[-1] if stats else None
         n = len(probes)
-        return s if s and s.frames_in == 20 + n and s.labels_out == 13 + n \
-            and s.rejected == 7 else None
+        return s if s and s.frames_in == 21 + n and s.labels_out == 13 + n \
+            and s.rejected == 8 else None
 
-    s = wait_until(settled, 30.0, f'stats: {20 + len(probes)} in, {13 + len(probes)} '
-                   'labelled, 7 rejected')
+    s = wait_until(settled, 30.0, f'stats: {21 + len(probes)} in, {13 + len(probes)} '
+                   'labelled, 8 rejected')
     assert s.dropped_queue == 0 and s.labeller == 'torchscript' and s.device == 'cpu'
     assert s.bytes_out > 0 and s.bytes_in > 200_000
     assert not any(m.seq in bad for m in labels)
@@ -152,7 +165,7 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
     for seq, text in {100: 'corrupt compressed image', 101: 'payload of 200000 bytes',
                       102: 'image: corrupt', 103: 'edge label: corrupt',
                       104: 'edge label: size 96x36, expected 96x72', 105: 'bad robot id',
-                      106: 'empty image'}.items():
+                      106: 'empty image', 108: '8000x8000 is over the limit'}.items():
         assert text in why[seq], (seq, why[seq])
 
 

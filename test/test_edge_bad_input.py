@@ -41,12 +41,16 @@ def _lines(procs, text: str) -> list[str]:
     return [ln for ln in procs.log('edge').splitlines() if text in ln]
 
 
-def _label(frame, arr: np.ndarray | None = None, data: bytes | None = None) -> CloudLabel:
+def _label(frame, arr: np.ndarray | None = None, data: bytes | None = None,
+           key: bytes | None = KEY) -> CloudLabel:
+    """Return a cloud label for ``frame``, signed with ``key`` (the edge's) unless None."""
     msg = CloudLabel(header=frame.header, robot_id='robot1', seq=frame.seq, labeller='test')
     if data is None:
         codecs.encode_compressed(arr, msg.label, 'png', header=frame.header)
     else:
         msg.label.format, msg.label.data = 'png', data
+    if key:
+        msg.signature = signing.sign_label(key, msg)
     return msg
 
 
@@ -191,3 +195,39 @@ def test_edge_node_rejects_bad_input_and_keeps_working(procs, rosnode, tmp_path)
     assert stats.labels_in == 1 and stats.updates_rejected == n_rejected
     assert stats.updates_accepted == 1 and stats.model_version == 2
     procs.assert_alive()
+
+
+def test_forged_labels_neither_cancel_nor_replace_the_real_one(procs, rosnode, tmp_path):
+    # The edge holds the key: a label must be signed by the bridge, and one that fails any
+    # check must leave the pending upload for the real answer.
+    _start(procs, tmp_path / 'state', rule='always', send_edge_label=False,
+           refine='replace')
+    peer = Peer(rosnode)
+    refined = []
+    rosnode.node.create_subscription(Image, f'{NS}/edge/mask_refined', refined.append, QOS)
+    pub_label = rosnode.node.create_publisher(CloudLabel, '/laecips/cloud_labels', QOS)
+    rosnode.wait_for_subscribers(peer.cam, timeout=90.0)
+    rosnode.wait_for_subscribers(pub_label)
+    peer.send(3, 3000)
+    wait_until(lambda: len(peer.hard) >= 2, 30.0, 'uploads')
+    frame = sorted(peer.hard, key=lambda m: m.seq)[0]
+
+    def stat(name):
+        with peer.lock:
+            return getattr(peer.stats[-1], name) if peer.stats else -1
+    real = np.zeros((H, W), np.uint8)
+    real[:20] = 4
+    forged = np.full((H, W), 8, np.uint8)  # well-formed, plausible, wrong
+    attacks = [
+        ('corrupt compressed image', _label(frame, data=b'\x89PNG\r\n\x1a\n junk')),
+        ('unsigned label', _label(frame, forged, key=None)),
+        ('bad label signature', _label(frame, forged, key=b'not-the-edge-key')),
+    ]
+    for i, (why, msg) in enumerate(attacks, 1):
+        pub_label.publish(msg)
+        wait_until(lambda: stat('labels_rejected') == i, 30.0, f'forged label refused: {why}')
+        wait_until(lambda: _lines(procs, why), 10.0, f'a log line: {why}')
+    assert not refined, 'no forged label may be published as the refined mask'
+    pub_label.publish(_label(frame, real))  # the bridge's answer still lands
+    wait_until(lambda: refined and stat('labels_in') == 1, 30.0, 'the real refined mask')
+    assert (codecs.image_to_array(refined[0]) == real).all()

@@ -141,3 +141,15 @@ def test_budget_token_bucket():
             Policy('always', bad)
     keys, values = Policy('learned', {'budget': 0.3, 'burst': 10}).to_lists()
     assert Policy.from_lists('learned', keys, values).budget() == (0.3, 10.0)
+
+
+@pytest.mark.parametrize('rule,params', [
+    ('learned', {'threshold': math.inf}), ('random', {'rate': 1.5}),
+    ('fixed', {'explore': math.inf}), ('random', {'rate': -math.inf}),
+    ('learned', {'w63': 1e308}), ('learned', {'b': -1e9}), ('fixed', {'easy': 2.0}),
+])
+def test_policy_out_of_range_or_infinite_values_raise_on_construction(rule, params):
+    with pytest.raises(PolicyError, match='outside'):
+        Policy(rule, params)
+    with pytest.raises(PolicyError):
+        Policy.from_lists(rule, list(params), list(params.values()))

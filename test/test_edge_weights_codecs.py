@@ -222,3 +222,12 @@ def test_torchscript_plugin(tmp_path):
     assert r.mask.shape == (20, 30) and r.mask.max() < 4
     with pytest.raises(ValueError):
         models.create('torchscript', 11, **cfg)
+
+
+def test_shrink_caps_pixels_and_keeps_the_aspect():
+    big = np.zeros((3000, 4000, 3), np.uint8)
+    small = codecs.shrink(big, 1920 * 1080)
+    assert small.shape[0] * small.shape[1] <= 1920 * 1080 and small.shape[2] == 3
+    assert abs(small.shape[1] / small.shape[0] - 4 / 3) < 0.01
+    ok = np.zeros((360, 480, 3), np.uint8)
+    assert codecs.shrink(ok, 1920 * 1080) is ok

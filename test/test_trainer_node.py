@@ -75,6 +75,7 @@ def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, r
         codecs.encode_compressed(rgb, hf.image, 'jpeg')
         cl = CloudLabel(robot_id='robotx', seq=seq, labeller='test')
         codecs.encode_compressed(lab, cl.label, 'png')
+        cl.signature = signing.sign_label(b'trainer-test-key', cl)  # the trainer verifies
         # Half the labels arrive before their frame: the join works both ways.
         first, second = ((pub_l, cl), (pub_f, hf)) if seq % 2 else ((pub_f, hf), (pub_l, cl))
         first[0].publish(first[1])
@@ -145,7 +146,8 @@ def test_three_processes_push_swaps_the_edge_model_without_losing_frames(
         ros_args=['-r', '__ns:=/robot1'])
     procs.node('bridge', 'laecips_cloud.bridge_node', params={
         'labeller': 'espnet_c', 'weights': str(shared_models / 'espnet_c_camvid.pth'),
-        'device': 'cpu', 'torch_threads': 1, 'max_batch': 2, 'queue_size': 64})
+        'device': 'cpu', 'torch_threads': 1, 'max_batch': 2, 'queue_size': 64,
+        'hmac_key_file': str(key)})  # signed labels: the edge has the key and requires them
     procs.node('trainer', 'laecips_cloud.trainer_node', params={
         'weights': str(factory), 'gate_margin': -1.0, 'min_frames': 3, 'steps_per_round': 2,
         'batch': 2, 'val_fraction': 0.25, 'num_threads': 1, 'retry_initial': 0.5,

@@ -35,7 +35,7 @@ import numpy as np
 from rclpy.node import Node
 
 from laecips_cloud.labellers import Labeller, create, resolve_device
-from laecips_core import anchor, codecs, health
+from laecips_core import anchor, codecs, health, signing
 from laecips_core import interface as ifc
 from laecips_core.frame_check import (
     MAX_PAYLOAD_BYTES,
@@ -70,6 +70,9 @@ PARAMS = {
     'queue_size': (16, 'frames waiting to be labelled; the oldest is dropped when full'),
     'max_payload_bytes': (MAX_PAYLOAD_BYTES, 'hard frames with a larger image + edge label are '
                                              'rejected'),
+    # 2048x2048: far more than a labeller needs (edges upload at upload_max_pixels); a frame
+    # declaring more is refused from its PNG/JPEG header, before any decoding.
+    'max_pixels': (1 << 22, 'hard frames declaring more pixels are rejected before decoding'),
     'qos_depth': (10, 'reliable QoS history depth of the hard frame and label topics'),
     'stats_period': (2.0, 'seconds between CloudStats messages'),
     'warmup': (True, 'label one dummy frame before the first real one'),
@@ -82,6 +85,8 @@ PARAMS = {
     'health_trip': (0.75, 'teacher unhealthy below this share of its anchor confident-pixel '
                           'fraction'),
     'health_recover': (0.85, 'and healthy again above this share'),
+    'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_core.signing): when set, '
+                          'every label is signed, so edges with the key can refuse forgeries'),
 }
 
 
@@ -122,6 +127,9 @@ class BridgeNode(Node):
         if self.p['torch_threads'] > 0:
             import torch
             torch.set_num_threads(int(self.p['torch_threads']))
+        # A configured key that cannot be read stops the node rather than signing nothing.
+        self.hmac_key = (signing.load_key(self.p['hmac_key_file']) if self.p['hmac_key_file']
+                         else None)
         self.labeller = labeller or self._make_labeller()
         self.get_logger().info(
             f'labeller {self.labeller.name} on {self.labeller.device}; max_batch '
@@ -265,7 +273,8 @@ class BridgeNode(Node):
 
     def _decode(self, item: _Item) -> tuple[np.ndarray, np.ndarray | None] | None:
         try:
-            return decode_hard_frame(item.msg, int(self.p['max_payload_bytes']))
+            return decode_hard_frame(item.msg, int(self.p['max_payload_bytes']),
+                                     int(self.p['max_pixels']))
         except HardFrameError as e:
             self._reject(item.msg, e)
             return None
@@ -304,6 +313,8 @@ class BridgeNode(Node):
             out.confidence_mean, out.teacher_state = v.mean, v.state
             out.teacher_health = v.score
             out.labeller = self.labeller.name
+            if self.hmac_key is not None:
+                out.signature = signing.sign_label(self.hmac_key, out)
             out.queue_time = float(t0 - it.t_in)
             out.processing_time = float(td + share + time.monotonic() - t)
             self.pub_label.publish(out)

@@ -97,7 +97,7 @@ class TrainerNode(Node):
         'service_pattern': (ifc.UPDATE_SERVICE_PATTERN,
                             "each robot's UpdateWeights service; {robot_id} is replaced"),
         'hmac_key_file': ('', 'file holding the shared HMAC key; when set, every push is '
-                              'signed (laecips_core.signing)'),
+                              'signed and unsigned labels are refused (laecips_core.signing)'),
         'push_mode': ('weights_and_policy', 'weights_and_policy | weights | policy (only)'),
         'gate_margin': (0.005, 'agreement gain (0..1) over the active version needed to push'),
         'gate_metric': ('miou', "'miou' or 'pixel_acc' against the held-out cloud labels"),
@@ -213,6 +213,15 @@ class TrainerNode(Node):
             self._pair(frame, msg)
 
     def _pair(self, frame: HardFrame, label: CloudLabel) -> None:
+        if self.hmac_key is not None:  # a forged label must not train a robot's model
+            try:
+                signing.verify_label(self.hmac_key, label)
+            except ValueError as e:
+                with self.lock:
+                    self.counts['bad'] += 1
+                self.get_logger().warning(f'refused label {label.robot_id[:40]!r}#{label.seq}:'
+                                          f' {e}', throttle_duration_sec=5.0)
+                return
         robot = self._robot(frame.robot_id)
         if not self._trust(robot, label):
             return

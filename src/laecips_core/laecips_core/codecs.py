@@ -164,6 +164,16 @@ def to_rgb(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return compressed_to_rgb(msg, max_pixels)
 
 
+def shrink(rgb: np.ndarray, max_pixels: int) -> np.ndarray:
+    """Return ``rgb`` scaled down (aspect kept, bilinear) to at most ``max_pixels`` pixels."""
+    h, w = rgb.shape[:2]
+    if h * w <= max_pixels:
+        return rgb
+    f = (max_pixels / (h * w)) ** 0.5
+    size = (max(1, int(w * f)), max(1, int(h * f)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.BILINEAR))
+
+
 def encode_compressed(arr: np.ndarray, msg_or_cls, fmt: str = 'jpeg', quality: int = 90,
                       header=None):
     """Fill a CompressedImage with ``arr`` (HxWx3 RGB or HxW mono8) as JPEG or PNG."""

@@ -37,6 +37,17 @@ MAX_WEIGHTS = 64
 MAX_BURST = 10000.0
 
 
+# Allowed range of each parameter (inclusive); any other key, and learned-rule weights and
+# bias, must be finite and within +-LIMIT. A pushed policy is untrusted input: +-inf or
+# 1e308 would silently stop or force every upload (or overflow the score).
+LIMIT = 1e6
+RANGES: dict[str, tuple[float, float]] = {
+    'rate': (0.0, 1.0), 'explore': (0.0, 1.0), 'p': (0.0, 1.0), 'easy': (-1.0, 1.0),
+    'budget': (0.0, 1.0), 'burst': (1.0, MAX_BURST), 'logistic': (0.0, 1.0),
+    'target_upload_ratio': (0.0, 1.0), 'min_disagreement': (0.0, 1.0),
+}
+
+
 class PolicyError(ValueError):
     """An unknown rule or unusable parameters."""
 
@@ -69,6 +80,11 @@ class Policy:
         if budget is not None and not (0 < budget <= 1 and 1 <= burst <= MAX_BURST):
             raise PolicyError(f'budget must be in (0, 1] and burst in [1, {MAX_BURST}], not '
                               f'{budget} and {burst}')
+        for k, v in self.params.items():
+            lo, hi = RANGES.get(k, (-LIMIT, LIMIT))
+            if not lo <= v <= hi:
+                raise PolicyError(f'policy parameter {k[:40]!r} = {v} is outside [{lo:g}, '
+                                  f'{hi:g}]')
         big = [k for k in self.params if (_weight_index(k) or 0) >= MAX_WEIGHTS]
         if big:  # weights() allocates up to the largest index, on every frame
             raise PolicyError(f'feature weight {big[0][:40]!r}: the learned rule takes at '

@@ -133,3 +133,52 @@ def verify_request(key: bytes, req, robot_id: str) -> None:
     if not verify(key, req.signature, *_request_fields(req, robot_id)):
         raise SigningError("bad signature: not signed with this edge's key, or the robot, "
                            'version, weights or policy changed after signing')
+
+
+LABEL_SCHEME = 'laecips-label/1'
+
+
+def label_message(robot_id: str, seq: int, stamp_ns: int, label_sha256: str,
+                  confidence_sha256: str, confidence_mean: float, teacher_state: int,
+                  teacher_health: float, labeller: str) -> bytes:
+    """
+    Return the signed bytes of a CloudLabel: every field the edge acts on.
+
+    ASCII JSON (sorted keys, ``,``/``:`` separators) of the scheme, robot id, seq, camera
+    stamp in nanoseconds, the SHA-256 of the label and confidence PNG bytes, the confidence
+    mean and teacher health as IEEE 754 hex (as policy values), the teacher state and the
+    labeller's name.
+    """
+    doc = {'scheme': LABEL_SCHEME, 'robot_id': str(robot_id), 'seq': int(seq),
+           'stamp_ns': int(stamp_ns), 'label_sha256': label_sha256,
+           'confidence_sha256': confidence_sha256,
+           'confidence_mean': _hex_float(confidence_mean), 'teacher_state': int(teacher_state),
+           'teacher_health': _hex_float(teacher_health), 'labeller': str(labeller)}
+    return json.dumps(doc, sort_keys=True, separators=(',', ':'),
+                      ensure_ascii=True).encode('ascii')
+
+
+def _f32(value: float) -> float:
+    # The float32 fields as they arrive: the sender holds float64 until serialisation.
+    return struct.unpack('<f', struct.pack('<f', float(value)))[0]
+
+
+def _label_fields(msg) -> tuple:
+    st = msg.header.stamp
+    return (msg.robot_id, msg.seq, st.sec * 10**9 + st.nanosec,
+            weights_digest(bytes(msg.label.data)), weights_digest(bytes(msg.confidence.data)),
+            _f32(msg.confidence_mean), msg.teacher_state, _f32(msg.teacher_health),
+            msg.labeller)
+
+
+def sign_label(key: bytes, msg) -> str:
+    """Return the lowercase hex HMAC-SHA256 of a CloudLabel (see :func:`label_message`)."""
+    return hmac.new(key, label_message(*_label_fields(msg)), hashlib.sha256).hexdigest()
+
+
+def verify_label(key: bytes, msg) -> None:
+    """Raise ValueError unless ``msg.signature`` signs this CloudLabel under ``key``."""
+    if not msg.signature:
+        raise ValueError('unsigned label (this edge requires signed labels: hmac_key_file)')
+    if not hmac.compare_digest(sign_label(key, msg), str(msg.signature)):
+        raise ValueError('bad label signature (wrong key, or the label was altered)')

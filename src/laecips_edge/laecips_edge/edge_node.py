@@ -82,13 +82,17 @@ class EdgeNode(Node):
         'policy_rule': ('fixed', 'never | always | random | fixed | entropy | learned'),
         'policy_params': ('', 'policy parameters: JSON or k=v,k=v (e.g. rate=0.2)'),
         'seed': (0, 'seed of the random policy'),
+        'upload_max_pixels': (1920 * 1080, "frames are shrunk to at most this many pixels "
+                                           "before upload (the labeller's working size): a "
+                                           'big camera frame is shrunk here, not in the cloud'),
         'jpeg_quality': (90, 'JPEG quality of uploaded frames'),
         'send_edge_label': (False, 'attach the edge label map (PNG) to hard frames'),
         'robot_id': ('', 'robot id; empty = the namespace without the leading /'),
         'state_dir': ('', 'folder persisting accepted weights, version and policy; empty = off'),
         'stats_period': (1.0, 'seconds between /laecips/stats messages'),
         'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_core.signing); when '
-                              'set, unsigned or badly signed updates are refused'),
+                              'set, unsigned or badly signed updates and cloud labels are '
+                              'refused'),
         'max_pixels': (16 << 20, 'camera frames with more pixels (raw, or decoded from JPEG/PNG)'
                                  ' are rejected before decoding'),
         'max_update_bytes': (64 << 20, 'update_weights requests with more bytes (weights + '
@@ -102,7 +106,8 @@ class EdgeNode(Node):
                                      'confidence given to every pixel of a cloud label that '
                                      'carries none (0..1)'),
         'follow_teacher_health': (True, 'while labels say the teacher is unhealthy, keep the '
-                                        'own mask and upload only probes'),
+                                        'own mask, answer with the base model and upload only '
+                                        'probes'),
         'probe_rate': (0.1, 'share of frames uploaded while the teacher is unhealthy, to see '
                             'when it recovers (the budget still applies)'),
     }
@@ -292,16 +297,19 @@ class EdgeNode(Node):
                        hardness=float(1.0 - res.features[0]),
                        features=[float(v) for v in res.features],
                        model_version=res.version)
-        if hasattr(msg, 'format') and 'jpeg' in msg.format.lower():
+        up_rgb = codecs.shrink(rgb, self.p['upload_max_pixels'])
+        if up_rgb is rgb and hasattr(msg, 'format') and 'jpeg' in msg.format.lower():
             hf.image = CompressedImage(header=msg.header, format='jpeg', data=msg.data)
         else:
-            codecs.encode_compressed(rgb, hf.image, 'jpeg', self.p['jpeg_quality'], msg.header)
+            codecs.encode_compressed(up_rgb, hf.image, 'jpeg', self.p['jpeg_quality'],
+                                     msg.header)
         if self.p['send_edge_label']:
-            codecs.encode_compressed(res.mask, hf.edge_label, 'png', header=msg.header)
+            codecs.encode_compressed(engine.expand(res.small, *up_rgb.shape[:2]), hf.edge_label,
+                                     'png', header=msg.header)
         # Remembered before publishing: the label may come back before publish() returns.
         with self.lock:
-            self.uploads[_label_key(seq, msg.header.stamp)] = _Upload(rgb.shape[:2], res.small,
-                                                                      res.conf)
+            self.uploads[_label_key(seq, msg.header.stamp)] = _Upload(
+                up_rgb.shape[:2], res.small, res.conf, rgb.shape[:2])
             while len(self.uploads) > UPLOAD_MEMORY:
                 self.uploads.popitem(last=False)
         self.pub_hard.publish(hf)
@@ -332,8 +340,12 @@ class EdgeNode(Node):
     def _refine(self, msg: CloudLabel, label: np.ndarray, up: '_Upload',
                 cloud_conf: np.ndarray | float) -> np.ndarray:
         """Return the final mask of an uploaded frame: fused, replaced, or the edge's own."""
-        h, w = up.shape
+        h, w = up.frame_shape
         edge = engine.expand(up.small, h, w)
+        if label.shape != (h, w):  # uploaded shrunk: answers come back at the camera's size
+            label = engine.expand(label, h, w)
+            if isinstance(cloud_conf, np.ndarray):
+                cloud_conf = engine.expand(cloud_conf, h, w)
         if self.p['follow_teacher_health']:
             trusted = msg.teacher_state != CloudLabel.TEACHER_UNHEALTHY
             if trusted != self.cloud_trusted:
@@ -343,6 +355,10 @@ class EdgeNode(Node):
                     + ('fusing its labels again' if trusted else 'keeping own masks, uploading '
                        f'probes only ({self.p["probe_rate"]:.0%})'))
             self.cloud_trusted = trusted
+            # Pushed weights were learned where the teacher was trusted; on a stream it cannot
+            # vouch for, nothing validates them: answer with the base (factory) model, as
+            # edge-only would, until trusted labels come back.
+            self.segmenter.base_only = not trusted
             if not trusted:
                 with self.lock:
                     self.c['labels_untrusted'] += 1
@@ -361,10 +377,13 @@ class EdgeNode(Node):
         # Only labels of frames this node uploaded, at their size: anything else is stale
         # (from before a restart: seq starts again at 0, the stamp differs), replayed or
         # forged, and would publish a wrong refined mask.
-        with self.lock:
-            up = self.uploads.pop(_label_key(msg.seq, msg.header.stamp), None)
+        key = _label_key(msg.seq, msg.header.stamp)
+        with self.lock:  # looked up, not taken: a bad or forged label must not cancel it
+            up = self.uploads.get(key)
         if up is None:
             raise ValueError('no such upload (unknown, already labelled or forgotten)')
+        if self.hmac_key is not None:
+            signing.verify_label(self.hmac_key, msg)
         shape = up.shape
         label = codecs.compressed_to_label(msg.label, shape=shape)  # size checked first
         cm = self.segmenter.class_map
@@ -378,6 +397,9 @@ class EdgeNode(Node):
             grid = codecs.compressed_to_label(msg.confidence, max_pixels=shape[0] * shape[1])
             fusion.check_grid(grid.shape, shape)
             cloud_conf = fusion.from_grid(grid, shape)
+        with self.lock:  # only a label that passed every check answers the upload
+            if self.uploads.pop(key, None) is None:
+                raise ValueError('already labelled (a second label for this frame)')
         return label, up, cloud_conf
 
     def _on_camera_lost(self, info) -> None:
@@ -520,9 +542,10 @@ class EdgeNode(Node):
 class _Upload:
     """What the edge keeps of an uploaded frame until its label comes back."""
 
-    shape: tuple[int, int]  # the frame's (h, w)
+    shape: tuple[int, int]  # the uploaded frame's (h, w): the label's size
     small: np.ndarray  # its mask at mask_res (uint8 class ids)
     conf: np.ndarray  # that mask's calibrated confidence (uint8, 255 = 1.0)
+    frame_shape: tuple[int, int]  # the camera frame's (h, w): ~/mask_refined's size
 
 
 def _label_key(seq: int, stamp) -> tuple[int, int, int]:

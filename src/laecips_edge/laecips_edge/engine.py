@@ -148,6 +148,7 @@ class Segmenter:
         self._spare: _Active | None = None  # the traced module an update may reuse
         self._active = self._build(meta, state_dict, meta.version)
         self._base: _Active | None = None  # see set_base
+        self.base_only = False  # see set_base
 
     def set_base(self, meta: weights.WeightsMeta, state_dict: dict[str, torch.Tensor]) -> None:
         """
@@ -157,7 +158,8 @@ class Segmenter:
         with the higher mean calibrated confidence is published: an adapted model answers
         the conditions it was adapted to, the base model the ones it was made for, so
         adapting to dusk never costs the day (the trainer's anchor gate checks this pair).
-        Twice the inference cost while they differ.
+        Twice the inference cost while they differ. ``base_only = True`` answers every frame
+        with the base (the edge sets it while no trusted label can vouch for the stream).
         """
         weights.check_compatible(meta, self._active.meta)
         base = self._build(meta, state_dict, meta.version)
@@ -298,12 +300,15 @@ class Segmenter:
         act, base = self._active, self._base  # one read: a swap affects only the next frame
         h, w = rgb.shape[:2]
         x = self.preprocess(rgb, act.meta)
-        out = self._run(act, x, (h, w))
-        expert = 'active'
-        if base is not None and base.version != act.version:
-            other = self._run(base, x, (h, w))
-            if other[3] > out[3]:  # the base is surer of this frame, calibrated
-                out, expert = other, 'base'
+        if base is not None and base.version != act.version and self.base_only:
+            out, expert = self._run(base, x, (h, w)), 'base'
+        else:
+            out = self._run(act, x, (h, w))
+            expert = 'active'
+            if base is not None and base.version != act.version:
+                other = self._run(base, x, (h, w))
+                if other[3] > out[3]:  # the base is surer of this frame, calibrated
+                    out, expert = other, 'base'
         logits, small, conf, _, ver = out
         with torch.inference_mode():
             feats = hardness.features(logits)[0]

@@ -167,8 +167,8 @@ class RecorderNode(Node):
             self.rec.stats = {k: getattr(msg, k) for k in (
                 'frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost', 'uploaded',
                 'bytes_up', 'no_cloud', 'held_back', 'labels_in', 'bytes_down',
-                'updates_accepted', 'updates_rejected',
-                'weight_bytes_in', 'model_version', 'upload_ratio')}
+                'updates_accepted', 'updates_rejected', 'labels_untrusted', 'fused_fraction',
+                'cloud_trusted', 'weight_bytes_in', 'model_version', 'upload_ratio')}
 
     # ---- progress ----------------------------------------------------------------------
     def _graph_ready(self) -> bool:

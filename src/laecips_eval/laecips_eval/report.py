@@ -128,6 +128,23 @@ def _f(v: float, fmt: str = '.1f') -> str:
     return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
+def phase_table(rows: dict[str, dict]) -> str:
+    """Return per phase: final mIoU / the edge model's own mIoU / upload ratio, and trust."""
+    phases = [p for p in SUBSETS if p != 'all']
+    lines = ['| system | ' + ' | '.join(f'{p}: final / edge model / upload' for p in phases)
+             + ' | total B/frame | labels not trusted |', '|' + '---|' * (len(phases) + 3)]
+    for name, s in rows.items():
+        cells = [f'{_f(s.get(f"miou_{p}", math.nan))} / '
+                 f'{_f(s.get(f"edge_miou_{p}", math.nan))} / '
+                 f'{_f(s.get(f"upload_ratio_{p}", math.nan) * 100, ".0f")} %' for p in phases]
+        lines.append(f'| {name} | ' + ' | '.join(cells)
+                     + f' | {_f(s.get("total_bytes_per_frame", math.nan), ",.0f")} | '
+                     f'{int(s.get("labels_untrusted", 0))} |')
+    return '\n'.join(lines + ['', '"edge model": the edge\'s own masks (before any cloud '
+                                   'answer); "labels not trusted": cloud labels the edge did '
+                                   'not use because the teacher was unhealthy.'])
+
+
 def table(rows: dict[str, dict]) -> str:
     """Return the markdown table of system rows (name -> averaged summary)."""
     n = role_names(next(iter(rows.values()), {}))

@@ -61,7 +61,8 @@ def write_report(out: Path, runs: dict[str, list[dict]], names: list[str], meta:
     md = [f'Command: `{meta["command"]}`', '',
           f'{meta["frames"]} frames at {meta["rate"]:g} Hz, deadline {meta["deadline"]:g} s'
           + (f', link {spec}' if spec else ', loopback DDS') + '.', '',
-          report.table(rows), '', 'Goals:'] + goals(rows, labels, spec is not None)
+          report.table(rows), '', report.phase_table(rows), '', 'Goals:'
+          ] + goals(rows, labels, spec is not None)
     (out / 'table.md').write_text('\n'.join(md) + '\n')
     report.write_json(out / 'results.json', {
         **meta, 'rows': rows,
