@@ -1,12 +1,21 @@
 # Copyright 2026 LAECIPS-ROS developers
 # SPDX-License-Identifier: Apache-2.0
 """
-sensor_msgs Image / CompressedImage <-> numpy, without rclpy or cv_bridge.
+sensor_msgs Image / CompressedImage <-> numpy, without rclpy (cv_bridge only if installed).
 
 Duck-typed on the message fields (``height``, ``width``, ``encoding``, ``step``, ``data``;
 ``format``, ``data``): callers pass a message class (or an instance to fill) so this module
 imports no ROS package. Images come out as HxWx3 uint8 RGB, label maps as HxW uint8.
 Anything malformed raises :class:`CodecError`.
+
+Camera encodings read here (``ENCODINGS``): rgb8, bgr8, rgba8, bgra8, mono8; OpenCV's
+8UC1 (mono), 8UC3 (BGR) and 8UC4 (BGRA), as cv_bridge reads them; YUV 4:2:2 as USB cameras
+send it: ``yuv422`` and ``uyvy`` (U Y0 V Y1), ``yuv422_yuy2`` and ``yuyv`` (Y0 U Y1 V),
+BT.601 video range, even widths; raw Bayer ``bayer_rggb8``, ``bayer_bggr8``,
+``bayer_gbrg8``, ``bayer_grbg8`` (demosaicked per 2x2 cell: full size, half the colour
+resolution, enough for a segmentation input of a few hundred pixels across). Any other
+encoding goes through cv_bridge (``imgmsg_to_cv2(msg, 'rgb8')``: 16-bit, float, ...) when it
+can be imported, else it is refused with the list above.
 """
 
 from __future__ import annotations
@@ -17,9 +26,16 @@ import io
 import numpy as np
 from PIL import Image
 
-# encoding -> (channels, permutation to RGB or None)
+# encoding (lower case) -> (bytes per pixel, permutation to RGB or None)
 ENCODINGS = {'rgb8': (3, None), 'bgr8': (3, [2, 1, 0]), 'mono8': (1, None),
-             'rgba8': (4, [0, 1, 2]), 'bgra8': (4, [2, 1, 0])}
+             'rgba8': (4, [0, 1, 2]), 'bgra8': (4, [2, 1, 0]),
+             '8uc1': (1, None), '8uc3': (3, [2, 1, 0]), '8uc4': (4, [2, 1, 0]),
+             'yuv422': (2, None), 'uyvy': (2, None), 'yuv422_yuy2': (2, None),
+             'yuyv': (2, None),
+             'bayer_rggb8': (1, None), 'bayer_bggr8': (1, None), 'bayer_gbrg8': (1, None),
+             'bayer_grbg8': (1, None)}
+# What array_to_image writes (the edge's outputs).
+OUTPUT_ENCODINGS = ('rgb8', 'bgr8', 'mono8', 'rgba8', 'bgra8')
 # Refuse decompressing anything larger than this (a 64 Mpx "zip bomb" guard).
 MAX_PIXELS = 64 << 20
 
@@ -55,7 +71,7 @@ def image_to_array(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     enc = str(msg.encoding).lower()
     if enc not in ENCODINGS:
         raise CodecError(f'unsupported encoding {str(msg.encoding)[:32]!r}; use one of '
-                         f'{", ".join(ENCODINGS)}')
+                         f'{", ".join(ENCODINGS)} (others with cv_bridge installed)')
     ch = ENCODINGS[enc][0]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
@@ -77,12 +93,89 @@ def image_to_array(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def image_to_rgb(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Return a raw Image as HxWx3 uint8 RGB (mono8 is replicated, alpha dropped)."""
+    """
+    Return a raw Image as HxWx3 uint8 RGB.
+
+    Mono is replicated, alpha dropped, YUV converted, Bayer demosaicked; an encoding not in
+    ENCODINGS goes through cv_bridge when it is installed.
+    """
+    enc = str(msg.encoding).lower()
+    if enc not in ENCODINGS and cv_bridge() is not None:
+        return _via_cv_bridge(msg, max_pixels)
     px = image_to_array(msg, max_pixels)
+    if enc in _YUV:
+        return _yuv422_to_rgb(px, _YUV[enc])
+    if enc.startswith('bayer_'):
+        return _demosaic(px, enc[len('bayer_'):-1])
     if px.ndim == 2:
         return np.repeat(px[:, :, None], 3, axis=2)
-    perm = ENCODINGS[str(msg.encoding).lower()][1]
+    perm = ENCODINGS[enc][1]
     return np.ascontiguousarray(px[:, :, perm]) if perm is not None else px
+
+
+# YUV 4:2:2 byte order: the index of Y in each 2-byte pixel (the other byte is U or V, U
+# on even pixels, V on odd ones).
+_YUV = {'yuv422': 1, 'uyvy': 1, 'yuv422_yuy2': 0, 'yuyv': 0}
+
+
+def _yuv422_to_rgb(px: np.ndarray, y_at: int) -> np.ndarray:
+    h, w = px.shape[:2]
+    if w % 2:
+        raise CodecError(f'YUV 4:2:2 needs an even width, not {w}')
+    y = px[:, :, y_at].astype(np.float32) - 16.0
+    chroma = px[:, :, 1 - y_at]
+    u = np.repeat(chroma[:, 0::2], 2, axis=1).astype(np.float32) - 128.0
+    v = np.repeat(chroma[:, 1::2], 2, axis=1).astype(np.float32) - 128.0
+    # ITU-R BT.601, video range (what OpenCV and cv_bridge use for these encodings).
+    y *= 1.164
+    rgb = np.stack([y + 1.596 * v, y - 0.392 * u - 0.813 * v, y + 2.017 * u], axis=2)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def _demosaic(raw: np.ndarray, pattern: str) -> np.ndarray:
+    """Demosaic a Bayer mosaic per 2x2 cell (``pattern``: rggb, bggr, gbrg or grbg)."""
+    h, w = raw.shape
+    if h % 2 or w % 2:  # an odd last row or column: complete the cells with the row or
+        # column before it, which has the pattern's parity (a single one: repeated)
+        mode = 'reflect' if min(h, w) >= 2 else 'edge'
+        raw = np.pad(raw, ((0, h % 2), (0, w % 2)), mode=mode)
+    at = {c: [] for c in 'rgb'}
+    for i, c in enumerate(pattern):
+        at[c].append(raw[i // 2::2, i % 2::2].astype(np.uint16))
+    cells = np.stack([at['r'][0], (at['g'][0] + at['g'][1] + 1) // 2, at['b'][0]], axis=2)
+    full = np.repeat(np.repeat(cells.astype(np.uint8), 2, axis=0), 2, axis=1)
+    return np.ascontiguousarray(full[:h, :w])
+
+
+_CV_BRIDGE: list = []
+
+
+def cv_bridge():
+    """Return a cv_bridge.CvBridge when cv_bridge can be imported, else None (cached)."""
+    if not _CV_BRIDGE:
+        try:
+            from cv_bridge import CvBridge
+            _CV_BRIDGE.append(CvBridge())
+        except Exception:  # ImportError, or cv2 / its libraries missing
+            _CV_BRIDGE.append(None)
+    return _CV_BRIDGE[0]
+
+
+def _via_cv_bridge(msg, max_pixels: int) -> np.ndarray:
+    h, w = int(msg.height), int(msg.width)
+    if h <= 0 or w <= 0:
+        raise CodecError(f'bad image size {w}x{h}')
+    if h * w > max_pixels:
+        raise CodecError(f'image too large: {w}x{h} is over the limit of {max_pixels} pixels')
+    try:
+        out = np.asarray(cv_bridge().imgmsg_to_cv2(msg, desired_encoding='rgb8'))
+    except Exception as e:  # CvBridgeError, a malformed message
+        raise CodecError(f'encoding {str(msg.encoding)[:32]!r} through cv_bridge: '
+                         f'{str(e)[:200]}') from None
+    if out.shape != (h, w, 3) or out.dtype != np.uint8:
+        raise CodecError(f'cv_bridge gave {out.shape} {out.dtype} for {w}x{h} '
+                         f'{str(msg.encoding)[:32]!r}')
+    return np.ascontiguousarray(out)
 
 
 def array_to_image(arr: np.ndarray, msg_or_cls, encoding: str | None = None,
@@ -93,7 +186,7 @@ def array_to_image(arr: np.ndarray, msg_or_cls, encoding: str | None = None,
         raise CodecError(f'expected uint8 pixels, got {arr.dtype}')
     ch = 1 if arr.ndim == 2 else arr.shape[2]
     encoding = encoding or {1: 'mono8', 3: 'rgb8', 4: 'rgba8'}.get(ch, '')
-    if encoding not in ENCODINGS or ENCODINGS[encoding][0] != ch:
+    if encoding not in OUTPUT_ENCODINGS or ENCODINGS[encoding][0] != ch:
         raise CodecError(f'cannot store {arr.shape} pixels as {encoding!r}')
     msg = _new(msg_or_cls)
     if header is not None:
