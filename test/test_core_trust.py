@@ -38,14 +38,40 @@ def test_fusion_takes_the_calibrated_confident_side():
     raw_cloud = np.full((4, 4), 0.8, np.float32)
     raw_cloud[2:] = 0.99
     # Raw, the edge (0.9) beats the cloud (0.8) on the top half ...
-    fused, took = fusion.fuse(edge, raw_edge, cloud, raw_cloud, VOID)
+    fused, took = fusion.fuse(edge, raw_edge, cloud, raw_cloud, VOID, cross_check=False)
     assert (fused[:2] == 0).all() and (fused[2:] == 3).all() and took == 0.5
     # ... but an edge calibrated as overconfident (0.9 -> 0.6) loses there: the
     # comparison is between calibrated estimates, not raw scores.
     edge_cal = calibration.Calibration(tuple(np.linspace(0.0, 0.65, 20)))
-    fused, took = fusion.fuse(edge, edge_cal(raw_edge), cloud, raw_cloud, VOID)
+    fused, took = fusion.fuse(edge, edge_cal(raw_edge), cloud, raw_cloud, VOID,
+                              cross_check=False)
     assert fused[0, 0] == 0, 'void cloud pixels never win'
     assert (fused.ravel()[1:] == 3).all() and took == pytest.approx(15 / 16)
+
+
+def test_fusion_discounts_an_edge_that_disagrees_with_the_sure_cloud():
+    # The cloud is sure (0.95) of the bottom half and right there; the edge says otherwise
+    # with 0.97: on this frame the edge is not as reliable as its calibration claims.
+    cloud = np.full((8, 8), 2, np.uint8)
+    edge = np.full((8, 8), 2, np.uint8)
+    edge[4:] = 5
+    edge[:4, :2] = 5  # a disagreement where the cloud is unsure
+    cloud_conf = np.full((8, 8), 0.6, np.float32)
+    cloud_conf[4:] = 0.95
+    edge_conf = np.full((8, 8), 0.97, np.float32)
+    assert fusion.edge_reliability(edge, cloud, cloud_conf, VOID) == 0.0
+    fused, _ = fusion.fuse(edge, edge_conf, cloud, cloud_conf, VOID)
+    assert (fused == 2).all()
+    fused, _ = fusion.fuse(edge, edge_conf, cloud, cloud_conf, VOID, cross_check=False)
+    assert (fused[4:] == 5).all()
+    # Agreeing where the cloud is sure: the edge keeps its confident pixels elsewhere.
+    edge[4:] = 2
+    assert fusion.edge_reliability(edge, cloud, cloud_conf, VOID) == 1.0
+    fused, _ = fusion.fuse(edge, edge_conf, cloud, cloud_conf, VOID)
+    assert (fused[:4, :2] == 5).all()
+    # Too few sure pixels, or no confidence at all: nothing to judge by.
+    assert fusion.edge_reliability(edge, cloud, np.full((8, 8), 0.5), VOID) == 1.0
+    assert fusion.edge_reliability(edge, cloud, 0.5, VOID) == 1.0
 
 
 def test_a_label_without_confidence_uses_the_default():

@@ -5,7 +5,9 @@ Fusing the edge's mask with the cloud's label, pixel by pixel, by calibrated con
 
 The cloud can only improve a frame: each pixel keeps the edge's class unless the cloud's
 calibrated confidence there is higher than the edge's (both are estimates of P(correct),
-see :mod:`laecips_core.calibration`, so they can be compared). Pixels the cloud left void
+see :mod:`laecips_core.calibration`, so they can be compared), the edge's first scaled by
+how often it agrees with the cloud's sure pixels on that frame (:func:`edge_reliability`:
+calibrated on factory data, the edge overstates itself under drift). Pixels the cloud left void
 keep the edge's class. A label that carries no confidence uses a stated default for every
 pixel (``DEFAULT_CLOUD_CONFIDENCE`` unless the edge is configured otherwise).
 
@@ -23,6 +25,9 @@ DEFAULT_STRIDE = 8
 # What a label without confidence is taken to be worth: a middling labeller. The edge keeps
 # pixels it is more sure of than this and takes the cloud's elsewhere.
 DEFAULT_CLOUD_CONFIDENCE = 0.5
+# Cloud pixels this sure (calibrated) vouch for the edge's reliability on a frame, when they
+# are at least MIN_SURE of it (see edge_reliability).
+SURE, MIN_SURE = 0.9, 0.05
 
 
 def to_grid(conf: np.ndarray, stride: int = DEFAULT_STRIDE) -> np.ndarray:
@@ -61,17 +66,39 @@ def check_grid(grid_shape: tuple[int, int], frame_shape: tuple[int, int],
         raise ValueError(f'confidence grid {gh}x{gw} is too coarse for a {h}x{w} frame')
 
 
+def edge_reliability(edge: np.ndarray, cloud: np.ndarray, cloud_conf: np.ndarray | float,
+                     void: int) -> float:
+    """
+    Return how often the edge agrees with the cloud where the cloud is sure (1.0 if unknown).
+
+    The edge's calibration was fitted on its factory data; under drift it overstates the
+    edge (measured on the CamVid dusk frames: fusion by anchor calibration alone kept 52.7
+    mIoU where the cloud had 56.7). The cloud's sure pixels (calibrated >= ``SURE``), while
+    its teacher is healthy, tell how far the edge can be trusted on *this* frame.
+    """
+    if not isinstance(cloud_conf, np.ndarray):
+        return 1.0
+    sure = (cloud_conf >= SURE) & (cloud != void) & (cloud != 255)
+    if sure.sum() < MIN_SURE * sure.size:  # too few to say anything
+        return 1.0
+    return float((edge[sure] == cloud[sure]).mean())
+
+
 def fuse(edge: np.ndarray, edge_conf: np.ndarray, cloud: np.ndarray,
-         cloud_conf: np.ndarray | float, void: int) -> tuple[np.ndarray, float]:
+         cloud_conf: np.ndarray | float, void: int, cross_check: bool = True
+         ) -> tuple[np.ndarray, float]:
     """
     Return (fused HxW uint8 mask, fraction of pixels taken from the cloud).
 
     edge, cloud: HxW class ids; edge_conf, cloud_conf: calibrated P(correct), HxW float (or
-    one float for every cloud pixel). Void (or 255) cloud pixels never win.
+    one float for every cloud pixel). Void (or 255) cloud pixels never win. With
+    ``cross_check`` the edge's confidence is scaled by :func:`edge_reliability` first.
     """
     if edge.shape != cloud.shape or np.shape(edge_conf) != edge.shape:
         raise ValueError(f'shapes differ: edge {edge.shape}, edge_conf '
                          f'{np.shape(edge_conf)}, cloud {cloud.shape}')
+    if cross_check:
+        edge_conf = edge_conf * edge_reliability(edge, cloud, cloud_conf, void)
     take = (np.asarray(cloud_conf) > edge_conf) & (cloud != void) & (cloud != 255)
     out = np.where(take, cloud, edge).astype(np.uint8)
     return out, float(take.mean()) if take.size else 0.0
