@@ -133,7 +133,8 @@ class TrainerNode(Node):
                             "training data); empty: found as usual; 'none': no anchor gate"),
         'anchor_frames': (24, 'anchor frames of the gate (factory day train frames)'),
         'rehearsal_frames': (64, 'other factory frames mixed into training (0: none)'),
-        'anchor_mix': (0.25, 'share of each training batch drawn from the rehearsal frames'),
+        'anchor_mix': (0.25, 'rehearsal frames added to each training batch, per stream pair '
+                             'in it'),
         'max_anchor_drop': (0.01, 'a candidate losing more anchor mIoU (0-1) than this '
                                   'against the factory model is not pushed'),
         'forget_on_trip': (8, "pairs taken back when a robot's teacher turns unhealthy (the "

@@ -108,7 +108,7 @@ class EdgeNode(Node):
         'follow_teacher_health': (True, 'while labels say the teacher is unhealthy, keep the '
                                         'own mask, answer with the base model and upload only '
                                         'probes'),
-        'probe_rate': (0.1, 'share of frames uploaded while the teacher is unhealthy, to see '
+        'probe_rate': (0.15, 'share of frames uploaded while the teacher is unhealthy, to see '
                             'when it recovers (the budget still applies)'),
     }
 
