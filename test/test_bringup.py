@@ -152,6 +152,18 @@ def test_edge_launch_rviz_argument_starts_rviz_with_the_config():
     assert (ROOT / 'config' / 'laecips.rviz').is_file()
 
 
+def test_rviz_shows_colour_images_not_raw_class_ids():
+    # mono8 class ids 0-11 drawn raw are almost black: every image display shows an rgb8
+    # topic (the refined mask's coloured twin), none normalises a range.
+    from laecips_core import interface as ifc
+    text = (ROOT / 'config' / 'laecips.rviz').read_text()
+    topics = [ln.split('Value:')[1].strip() for ln in text.splitlines()
+              if ln.strip().startswith('Value: /')]
+    assert ifc.edge_topic('robot1', ifc.EDGE_MASK_REFINED_COLOR) in topics
+    assert ifc.edge_topic('robot1', ifc.EDGE_MASK_REFINED) not in topics
+    assert 'Normalize Range: true' not in text
+
+
 def test_up_applies_the_shared_memory_profile_unless_one_is_exported(tmp_path):
     from laecips_bringup.cli import up_env
     from laecips_core import dds

@@ -7,7 +7,10 @@ import signal
 import sys
 
 from conftest import wait_until
+from diagnostic_msgs.msg import DiagnosticArray
 import psutil_free as pf
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 import yaml
 
 from laecips_core import nodes as system
@@ -29,6 +32,8 @@ def _rviz_topics() -> list[str]:
 def test_up_all_starts_serves_rviz_topics_and_stops_cleanly(procs, rosnode):
     p = _up(procs, 'all', *SMALL)
     node = rosnode.node
+    diags = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 50)
     wanted = ['/robot1/edge/mask', '/laecips/hard_frames', '/laecips/cloud_labels',
               '/laecips/stats', '/laecips/weight_pushes']
     wait_until(lambda: all(node.count_publishers(t) for t in wanted), 120,
@@ -41,6 +46,17 @@ def test_up_all_starts_serves_rviz_topics_and_stops_cleanly(procs, rosnode):
             assert node.count_subscribers(topic) >= 1, topic
         else:
             assert node.count_publishers(topic) >= 1, f'{topic} in laecips.rviz has no publisher'
+    # Each node's health on /diagnostics (rqt_robot_monitor, diagnostic aggregators).
+    wanted_names = ('/robot1/edge: laecips edge', '/cloud_bridge: laecips cloud bridge',
+                    '/trainer: laecips trainer')
+    wait_until(lambda: set(wanted_names) <= {st.name for d in diags for st in d.status}, 60,
+               f'{wanted_names} on /diagnostics')
+    # The bridge's parameters are read once at start: setting one live is refused, not
+    # accepted and ignored.
+    client = node.create_client(SetParameters, '/cloud_bridge/set_parameters')
+    res = rosnode.call(client, SetParameters.Request(parameters=[
+        Parameter('max_batch', value=2).to_parameter_msg()]))
+    assert not res.results[0].successful and 'read-only' in res.results[0].reason
     children = pf.children(p.pid)
     assert len(children) == 3, children
     # Camera frames through shared memory: every node loads the SHM profile.

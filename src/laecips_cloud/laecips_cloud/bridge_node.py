@@ -35,7 +35,7 @@ import numpy as np
 from rclpy.node import Node
 
 from laecips_cloud.labellers import Labeller, create, resolve_device
-from laecips_core import anchor, codecs, health, signing
+from laecips_core import anchor, codecs, diagnostics, health, signing
 from laecips_core import interface as ifc
 from laecips_core.frame_check import (
     MAX_PAYLOAD_BYTES,
@@ -46,6 +46,7 @@ from laecips_core.frame_check import (
 )
 from laecips_core.teacher import Teacher
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
+from laecips_ros.diagnostics import Diagnostics
 from laecips_ros.node import declare_params, qos, run_node
 
 # Rejection log lines: a burst of this many, then this many per second.
@@ -59,32 +60,37 @@ PARAMS = {
     'class_map': ('', 'class map JSON for torchscript/onnx models (empty: CamVid)'),
     'sam_checkpoint': ('', 'SAM checkpoint path (sam_ssa); fetch with sam_download'),
     'sam_model_type': ('vit_h', 'SAM size: vit_b, vit_l, vit_h (tiny: random-init test model)'),
-    'sam_points_per_side': (32, 'SAM automatic mask generator point grid per side'),
-    'sam_points_per_batch': (64, 'point prompts per mask-decoder batch'),
+    'sam_points_per_side': (32, 'SAM automatic mask generator point grid per side', (1, 1024)),
+    'sam_points_per_batch': (64, 'point prompts per mask-decoder batch', (1, 65536)),
     'sam_vote_with': ('semantic', "sam_ssa votes with 'semantic' (labeller) or 'edge' labels"),
     'sam_bf16': (False, 'run SAM under bf16 autocast (CUDA)'),
     'device': ('auto', 'auto (cuda when available), cpu or cuda[:N]'),
-    'torch_threads': (0, 'torch CPU threads (0: torch default / OMP_NUM_THREADS)'),
-    'max_batch': (4, 'most frames labelled in one batch'),
-    'max_wait_ms': (20.0, 'longest wait for more frames after the first of a batch arrived'),
-    'queue_size': (16, 'frames waiting to be labelled; the oldest is dropped when full'),
+    'torch_threads': (0, 'torch CPU threads (0: torch default / OMP_NUM_THREADS)', (0, 1024)),
+    'max_batch': (4, 'most frames labelled in one batch', (1, 1024)),
+    'max_wait_ms': (20.0, 'longest wait for more frames after the first of a batch arrived',
+                    (0.0, 60000.0)),
+    'queue_size': (16, 'frames waiting to be labelled; the oldest is dropped when full',
+                   (1, 100000)),
     'max_payload_bytes': (MAX_PAYLOAD_BYTES, 'hard frames with a larger image + edge label are '
-                                             'rejected'),
+                                             'rejected', (1, 1 << 40)),
     # 2048x2048: far more than a labeller needs (edges upload at upload_max_pixels); a frame
     # declaring more is refused from its PNG/JPEG header, before any decoding.
-    'max_pixels': (1 << 22, 'hard frames declaring more pixels are rejected before decoding'),
-    'qos_depth': (10, 'reliable QoS history depth of the hard frame and label topics'),
-    'stats_period': (2.0, 'seconds between CloudStats messages'),
+    'max_pixels': (1 << 22, 'hard frames declaring more pixels are rejected before decoding',
+                   (1, 1 << 40)),
+    'qos_depth': (10, 'reliable QoS history depth of the hard frame and label topics',
+                  (1, 100000)),
+    'stats_period': (2.0, 'seconds between CloudStats messages', (0.01, 3600.0)),
     'warmup': (True, 'label one dummy frame before the first real one'),
     'anchor_root': ('', "CamVid folder holding the anchor set (factory data: calibration and "
                         "health reference); empty: found as usual; 'none': no anchor set"),
     'anchor_frames': (16, 'anchor frames labelled at start-up (0: no calibration, health '
-                          'unknown)'),
-    'confidence_stride': (8, 'confidence grid block size in pixels (CloudLabel.confidence)'),
-    'health_window': (8, 'labels of a robot averaged by the teacher-health monitor'),
+                          'unknown)', (0, 100000)),
+    'confidence_stride': (8, 'confidence grid block size in pixels (CloudLabel.confidence)',
+                          (1, 4096)),
+    'health_window': (8, 'labels of a robot averaged by the teacher-health monitor', (1, 100000)),
     'health_trip': (0.75, 'teacher unhealthy below this share of its anchor confident-pixel '
-                          'fraction'),
-    'health_recover': (0.85, 'and healthy again above this share'),
+                          'fraction', (0.0, 1.0)),
+    'health_recover': (0.85, 'and healthy again above this share', (0.0, 1.0)),
     'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_core.signing): when set, '
                           'every label is signed, so edges with the key can refuse forgeries'),
 }
@@ -122,8 +128,9 @@ class BridgeNode(Node):
 
     def __init__(self, labeller: Labeller | None = None, **node_kwargs):
         super().__init__('cloud_bridge', **node_kwargs)
-        # Typed by the defaults, as given (no cast): the bridge's parameters may be set live.
-        self.p = declare_params(self, PARAMS, dynamic=False)
+        # Read-only, as the other nodes': they are read once at start (ros2 param set would
+        # succeed and change nothing), checked against their ranges.
+        self.p = declare_params(self, PARAMS)
         if self.p['torch_threads'] > 0:
             import torch
             torch.set_num_threads(int(self.p['torch_threads']))
@@ -148,6 +155,7 @@ class BridgeNode(Node):
         self.pub_label = self.create_publisher(CloudLabel, ifc.CLOUD_LABELS, link)
         self.pub_frames = self.create_publisher(HardFrame, ifc.CLOUD_FRAMES, link)
         self.pub_stats = self.create_publisher(CloudStats, ifc.CLOUD_STATS, qos(ifc.STATS))
+        self.diagnostics = Diagnostics(self, diagnostics.bridge_status)
         self.create_subscription(HardFrame, ifc.HARD_FRAMES, self._on_frame, link)
         self.create_timer(float(self.p['stats_period']), self._publish_stats)
         self._worker = threading.Thread(target=self._run, name='bridge_worker', daemon=True)
@@ -215,6 +223,7 @@ class BridgeNode(Node):
         m.mean_batch = per['frames'] / per['batches'] if per['batches'] else 0.0
         m.seconds_per_frame = per['seconds'] / per['frames'] if per['frames'] else 0.0
         self.pub_stats.publish(m)
+        self.diagnostics.update(m)
 
     # -- worker thread -------------------------------------------------------------------
 

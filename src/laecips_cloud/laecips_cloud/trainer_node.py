@@ -45,7 +45,7 @@ import torch
 
 from laecips_cloud import policy_fit as pf
 from laecips_cloud.distill import Candidate, DistillConfig, Distiller
-from laecips_core import anchor, codecs, fusion, signing, weights
+from laecips_core import anchor, codecs, diagnostics, fusion, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.pairing import Joiner, SeqContinuation, backoff_delay
 from laecips_core.policy import Policy, parse_params
@@ -53,9 +53,12 @@ from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
+from laecips_ros.diagnostics import Diagnostics
 from laecips_ros.node import check_choices, declare_params, qos, run_node
 
 PUSH_MODES = ('weights_and_policy', 'weights', 'policy')
+# Seconds between two /diagnostics messages of the trainer.
+DIAGNOSTICS_PERIOD = 1.0
 
 
 @dataclass
@@ -101,44 +104,54 @@ class TrainerNode(Node):
         'push_mode': ('weights_and_policy', 'weights_and_policy | weights | policy (only)'),
         'gate_margin': (0.005, 'agreement gain (0..1) over the active version needed to push'),
         'gate_metric': ('miou', "'miou' or 'pixel_acc' against the held-out cloud labels"),
-        'min_frames': (16, 'training pairs per robot before the first round'),
-        'steps_per_round': (40, 'optimiser steps per training round'),
+        'min_frames': (16, 'training pairs per robot before the first round', (1, 1 << 40)),
+        'steps_per_round': (40, 'optimiser steps per training round', (1, 1 << 20)),
         'lr': (1e-3, 'learning rate (AdamW)'),
-        'batch': (8, 'training batch size'),
-        'buffer_size': (256, 'replay buffer capacity per robot (pairs)'),
-        'recent_fraction': (0.75, 'share of the buffer kept for the newest pairs (FIFO)'),
-        'val_fraction': (0.2, 'share of pairs held out to validate candidates'),
-        'val_size': (48, 'newest held-out pairs kept per robot'),
+        'batch': (8, 'training batch size', (1, 4096)),
+        'buffer_size': (256, 'replay buffer capacity per robot (pairs)', (1, 1 << 24)),
+        'recent_fraction': (0.75, 'share of the buffer kept for the newest pairs (FIFO)',
+                            (0.0, 1.0)),
+        'val_fraction': (0.2, 'share of pairs held out to validate candidates', (0.0, 1.0)),
+        'val_size': (48, 'newest held-out pairs kept per robot', (0, 1 << 24)),
         'seed': (0, 'seed of sampling and augmentation'),
-        'num_threads': (1, 'torch threads for training; 0 = one per core'),
+        'num_threads': (1, 'torch threads for training; 0 = one per core', (0, 1024)),
         'policy_rule': ('learned', "fitted policy: 'learned' (estimator) or 'fixed' "
                                    '(conf_ratio threshold only)'),
-        'target_upload_ratio': (0.3, 'bandwidth budget: fraction of frames to upload'),
-        'min_disagreement': (0.1, 'never upload frames predicted to disagree less than this'),
-        'explore': (0.05, 'fraction of rule-easy frames uploaded anyway (unbiased samples)'),
+        'target_upload_ratio': (0.3, 'bandwidth budget: fraction of frames to upload', (0.0, 1.0)),
+        'min_disagreement': (0.1, 'never upload frames predicted to disagree less than this',
+                             (0.0, 1.0)),
+        'explore': (0.05, 'fraction of rule-easy frames uploaded anyway (unbiased samples)',
+                    (0.0, 1.0)),
         'budget_burst': (10.0, 'the pushed policy caps the edge at target_upload_ratio with '
-                               'bursts of this many frames (token bucket); 0 = threshold only'),
+                               'bursts of this many frames (token bucket); 0 = threshold only',
+                         (0.0, 1e6)),
         'policy_window': (60, 'camera frames (by seq) whose labelled ones set the budget '
-                               'threshold: the budget is a rate over the near future'),
-        'policy_min_pairs': (8, 'pairs between two policy-only pushes (push_mode policy)'),
+                               'threshold: the budget is a rate over the near future',
+                          (1, 1 << 24)),
+        'policy_min_pairs': (8, 'pairs between two policy-only pushes (push_mode policy)',
+                             (0, 1 << 24)),
         'initial_policy_rule': ('fixed', 'the policy edges start with (for upload weights)'),
         'initial_policy_params': ('', 'its parameters: JSON or k=v,k=v'),
-        'call_timeout': (30.0, 'seconds to wait for an update_weights response'),
-        'retry_initial': (1.0, 'first retry delay, seconds (doubles each attempt)'),
-        'retry_max': (30.0, 'largest retry delay, seconds'),
-        'max_attempts': (8, 'attempts before an update is dropped'),
-        'join_timeout': (60.0, 'seconds a hard frame or label waits for its other half'),
-        'join_max': (256, 'unmatched hard frames / labels kept (oldest dropped)'),
+        'call_timeout': (30.0, 'seconds to wait for an update_weights response', (0.01, 86400.0)),
+        'retry_initial': (1.0, 'first retry delay, seconds (doubles each attempt)',
+                          (0.0, 86400.0)),
+        'retry_max': (30.0, 'largest retry delay, seconds', (0.0, 86400.0)),
+        'max_attempts': (8, 'attempts before an update is dropped', (1, 1 << 20)),
+        'join_timeout': (60.0, 'seconds a hard frame or label waits for its other half',
+                         (0.0, 86400.0)),
+        'join_max': (256, 'unmatched hard frames / labels kept (oldest dropped)', (1, 1 << 24)),
         'anchor_root': ('', "CamVid folder holding the anchor set (the factory model's own "
                             "training data); empty: found as usual; 'none': no anchor gate"),
-        'anchor_frames': (24, 'anchor frames of the gate (factory day train frames)'),
-        'rehearsal_frames': (64, 'other factory frames mixed into training (0: none)'),
+        'anchor_frames': (24, 'anchor frames of the gate (factory day train frames)', (0, 100000)),
+        'rehearsal_frames': (64, 'other factory frames mixed into training (0: none)',
+                             (0, 100000)),
         'anchor_mix': (0.25, 'rehearsal frames added to each training batch, per stream pair '
-                             'in it'),
+                             'in it', (0.0, 1.0)),
         'max_anchor_drop': (0.01, 'a candidate losing more anchor mIoU (0-1) than this '
-                                  'against the factory model is not pushed'),
+                                  'against the factory model is not pushed', (0.0, 1.0)),
         'forget_on_trip': (8, "pairs taken back when a robot's teacher turns unhealthy (the "
-                              "labels that formed the verdict; the bridge's health_window)"),
+                              "labels that formed the verdict; the bridge's health_window)",
+                           (0, 1 << 24)),
     }
 
     def __init__(self, **kwargs):
@@ -197,6 +210,15 @@ class TrainerNode(Node):
                                  reliable, callback_group=data_group)
         self.pub_push = self.create_publisher(WeightPush, ifc.WEIGHT_PUSHES, reliable)
         self.create_timer(0.25, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
+        self.diagnostics = Diagnostics(self, diagnostics.trainer_status)
+        self.create_timer(DIAGNOSTICS_PERIOD, self._publish_diagnostics)
+
+    def _publish_diagnostics(self) -> None:
+        with self.lock:
+            robots = {r.robot_id: {'teacher_ok': r.teacher_ok, 'pairs': r.pairs,
+                                   'pushes': dict(r.pushes)} for r in self.robots.values()}
+            now = {'counts': dict(self.counts), 'robots': robots}
+        self.diagnostics.update(now)
 
     # --- joining hard frames and cloud labels -----------------------------------------
     def _on_frame(self, msg: HardFrame) -> None:

@@ -39,15 +39,17 @@ from rclpy.serialization import serialize_message
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
-from laecips_core import codecs, fusion, signing, weights
+from laecips_core import codecs, diagnostics, fusion, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.policy import Budget, Policy, PolicyError, parse_params
 from laecips_core.update_gate import check_update
 from laecips_edge import engine
 from laecips_edge.factory import factory_weights
-from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame
+from laecips_msgs.msg import ClassMap, CloudLabel, EdgeStats, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
+from laecips_ros import class_map as class_map_msg
+from laecips_ros.diagnostics import Diagnostics
 from laecips_ros.node import check_choices, declare_params, qos, run_node
 
 # Uploads whose label may still come back: (h, w) by (seq, stamp). At 30 uploads/s this
@@ -68,35 +70,38 @@ class EdgeNode(Node):
         'device': ('cpu', 'torch device'),
         # 1 by default: on 2 shared cores a second OpenMP thread that waits for a busy core
         # spins, and the forward pass got 5-10x slower in bench_edge under load.
-        'num_threads': (1, 'torch threads; 0 = one per core'),
-        'input_height': (0, "model input height; 0 = the weights' metadata"),
-        'input_width': (0, "model input width; 0 = the weights' metadata"),
+        'num_threads': (1, 'torch threads; 0 = one per core', (0, 1024)),
+        'input_height': (0, "model input height; 0 = the weights' metadata", (0, 16384)),
+        'input_width': (0, "model input width; 0 = the weights' metadata", (0, 16384)),
         'mask_res': ('half', "argmax at 'full', 'model', 'half' or 'native' size, then nearest"),
         'jit': (True, 'trace the model (TorchScript) once; updates load into a second copy'),
         'input_type': ('image', "'image' (sensor_msgs/Image) or 'compressed'"),
-        'camera_topic': (ifc.CAMERA, 'camera topic (/compressed added for compressed)'),
+        'camera_topic': (ifc.CAMERA, 'camera topic (/compressed added for compressed, after '
+                                     'remapping: a remap of this name moves both)'),
         'image_qos': ('sensor_data', "'sensor_data' (best effort) or 'reliable'"),
         'image_depth': (10, 'camera frames DDS queues for the node (keep last N); frames '
                             'overwritten there are never seen, so never counted: raise N if '
-                            'the node can be starved of CPU'),
+                            'the node can be starved of CPU', (1, 100000)),
         'policy_rule': ('fixed', 'never | always | random | fixed | entropy | learned'),
         'policy_params': ('', 'policy parameters: JSON or k=v,k=v (e.g. rate=0.2)'),
         'seed': (0, 'seed of the random policy'),
         'upload_max_pixels': (1920 * 1080, "frames are shrunk to at most this many pixels "
                                            "before upload (the labeller's working size): a "
-                                           'big camera frame is shrunk here, not in the cloud'),
-        'jpeg_quality': (90, 'JPEG quality of uploaded frames'),
+                                           'big camera frame is shrunk here, not in the cloud',
+                              (1, 1 << 40)),
+        'jpeg_quality': (90, 'JPEG quality of uploaded frames', (1, 100)),
         'send_edge_label': (False, 'attach the edge label map (PNG) to hard frames'),
         'robot_id': ('', 'robot id; empty = the namespace without the leading /'),
         'state_dir': ('', 'folder persisting accepted weights, version and policy; empty = off'),
-        'stats_period': (1.0, 'seconds between /laecips/stats messages'),
+        'stats_period': (1.0, 'seconds between /laecips/stats and /diagnostics messages',
+                         (0.01, 3600.0)),
         'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_core.signing); when '
                               'set, unsigned or badly signed updates and cloud labels are '
                               'refused'),
         'max_pixels': (16 << 20, 'camera frames with more pixels (raw, or decoded from JPEG/PNG)'
-                                 ' are rejected before decoding'),
+                                 ' are rejected before decoding', (1, 1 << 40)),
         'max_update_bytes': (64 << 20, 'update_weights requests with more bytes (weights + '
-                                       'policy) are rejected before any parsing'),
+                                       'policy) are rejected before any parsing', (1, 1 << 40)),
         'base_weights': ('', "kept beside pushed weights: each frame is answered by the one "
                              "surer of it (calibrated); empty = the factory weights, 'none' = "
                              'off (pushed weights alone)'),
@@ -104,12 +109,12 @@ class EdgeNode(Node):
                            "higher calibrated confidence; 'replace': the cloud's label as is"),
         'default_cloud_confidence': (fusion.DEFAULT_CLOUD_CONFIDENCE,
                                      'confidence given to every pixel of a cloud label that '
-                                     'carries none (0..1)'),
+                                     'carries none (0..1)', (0.0, 1.0)),
         'follow_teacher_health': (True, 'while labels say the teacher is unhealthy, keep the '
                                         'own mask, answer with the base model and upload only '
                                         'probes'),
         'probe_rate': (0.15, 'share of frames uploaded while the teacher is unhealthy, to see '
-                            'when it recovers (the budget still applies)'),
+                            'when it recovers (the budget still applies)', (0.0, 1.0)),
     }
 
     def __init__(self, **kwargs):
@@ -159,7 +164,9 @@ class EdgeNode(Node):
         if p['image_depth'] < 1:
             raise ValueError(f"parameter image_depth must be >= 1, not {p['image_depth']}")
         compressed = p['input_type'] == 'compressed'
-        topic = p['camera_topic']
+        # Resolved with the remapping rules first: '-r /camera/image_raw:=/cam' (the launch
+        # files, laecips up) then moves '<camera>/compressed' too, not only the raw topic.
+        topic = self.resolve_topic_name(p['camera_topic'])
         if compressed and not topic.endswith('/compressed'):
             topic += '/compressed'
         self.create_subscription(CompressedImage if compressed else Image, topic,
@@ -172,6 +179,14 @@ class EdgeNode(Node):
         self.pub_color = self.create_publisher(Image, ifc.EDGE_MASK_COLOR, out_qos)
         self.pub_overlay = self.create_publisher(Image, ifc.EDGE_OVERLAY, out_qos)
         self.pub_refined = self.create_publisher(Image, ifc.EDGE_MASK_REFINED, out_qos)
+        self.pub_refined_color = self.create_publisher(Image, ifc.EDGE_MASK_REFINED_COLOR,
+                                                       out_qos)
+        # Class names and colours of the masks, latched: late subscribers get it too.
+        self.pub_class_map = self.create_publisher(ClassMap, ifc.EDGE_CLASS_MAP,
+                                                   qos(ifc.LATCHED))
+        self.class_map_sent = None
+        self._publish_class_map()
+        self.diagnostics = Diagnostics(self, diagnostics.edge_status)
         self.pub_hard = self.create_publisher(HardFrame, ifc.HARD_FRAMES, link_qos)
         self.pub_stats = self.create_publisher(EdgeStats, ifc.EDGE_STATS, link_qos)
         self.create_subscription(CloudLabel, ifc.CLOUD_LABELS, self._on_label, link_qos)
@@ -333,6 +348,9 @@ class EdgeNode(Node):
                                             f'failed: {e!r}', error=True)
             return
         self.pub_refined.publish(codecs.array_to_image(final, Image, 'mono8', msg.header))
+        if self.pub_refined_color.get_subscription_count():
+            self.pub_refined_color.publish(codecs.array_to_image(
+                engine.colorize(final, self.segmenter.class_map), Image, 'rgb8', msg.header))
         with self.lock:
             self.c['labels_in'] += 1
             self.c['bytes_down'] += len(serialize_message(msg))
@@ -528,6 +546,15 @@ class EdgeNode(Node):
         msg.threshold = float(policy.threshold)
         msg.cloud_trusted, msg.fused_fraction = bool(self.cloud_trusted), float(fused)
         self.pub_stats.publish(msg)
+        self.diagnostics.update(msg)
+        self._publish_class_map()  # again when an update brought another class map
+
+    def _publish_class_map(self) -> None:
+        cm = self.segmenter.class_map
+        if cm != self.class_map_sent:
+            self.pub_class_map.publish(class_map_msg.to_msg(
+                cm, stamp=self.get_clock().now().to_msg()))
+            self.class_map_sent = cm
 
     def close(self) -> None:
         """Stop the worker thread."""

@@ -69,8 +69,9 @@ def declare_params(node: Node, table: Params, dynamic: bool = True) -> dict:
         try:
             node.declare_parameter(name, default, describe(
                 default, text, limits, read_only=dynamic, dynamic_typing=dynamic))
-        except InvalidParameterValueException as e:
-            raise ValueError(f'parameter {name}: {e}') from None
+        except InvalidParameterValueException as e:  # rclpy's own range check (typed)
+            where = f' must be in [{limits[0]}, {limits[1]}]' if limits else ''
+            raise ValueError(f'parameter {name}{where}: {e}') from None
         value = node.get_parameter(name).value
         if dynamic:
             if isinstance(default, bool) and isinstance(value, str):
