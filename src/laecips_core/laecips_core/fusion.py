@@ -76,18 +76,11 @@ def edge_reliability(edge: np.ndarray, cloud: np.ndarray, cloud_conf: np.ndarray
     mIoU where the cloud had 56.7). The cloud's sure pixels (calibrated >= ``SURE``), while
     its teacher is healthy, tell how far the edge can be trusted on *this* frame.
     """
-    a = agreement(edge, cloud, cloud_conf, void)
-    return 1.0 if a is None else a
-
-
-def agreement(edge: np.ndarray, cloud: np.ndarray, cloud_conf: np.ndarray | float,
-              void: int) -> float | None:
-    """Return the share of the cloud's sure pixels where ``edge`` agrees; None if too few."""
     if not isinstance(cloud_conf, np.ndarray):
-        return None
+        return 1.0
     sure = (cloud_conf >= SURE) & (cloud != void) & (cloud != 255)
     if sure.sum() < MIN_SURE * sure.size:  # too few to say anything
-        return None
+        return 1.0
     return float((edge[sure] == cloud[sure]).mean())
 
 

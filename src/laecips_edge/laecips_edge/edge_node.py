@@ -324,8 +324,7 @@ class EdgeNode(Node):
         # Remembered before publishing: the label may come back before publish() returns.
         with self.lock:
             self.uploads[_label_key(seq, msg.header.stamp)] = _Upload(
-                up_rgb.shape[:2], res.small, res.conf, rgb.shape[:2], res.expert, res.other,
-                self.segmenter.version)
+                up_rgb.shape[:2], res.small, res.conf, rgb.shape[:2])
             while len(self.uploads) > UPLOAD_MEMORY:
                 self.uploads.popitem(last=False)
         self.pub_hard.publish(hf)
@@ -385,14 +384,8 @@ class EdgeNode(Node):
         if self.p['refine'] == 'replace':
             return label
         edge_conf = engine.expand(up.conf, h, w).astype(np.float32) / 255.0
-        void = self.segmenter.class_map.void
-        if up.other is not None:  # both models ran: tell the segmenter which one was right
-            for name, mask in ((up.expert, edge), ('base' if up.expert == 'active'
-                                                   else 'active', engine.expand(up.other, h, w))):
-                a = fusion.agreement(mask, label, cloud_conf, void)
-                if a is not None:
-                    self.segmenter.note_agreement(name, up.active_version, a)
-        final, took = fusion.fuse(edge, edge_conf, label, cloud_conf, void)
+        final, took = fusion.fuse(edge, edge_conf, label, cloud_conf,
+                                  self.segmenter.class_map.void)
         with self.lock:
             self.fused_sum += took
             self.fused_n += 1
@@ -580,9 +573,6 @@ class _Upload:
     small: np.ndarray  # its mask at mask_res (uint8 class ids)
     conf: np.ndarray  # that mask's calibrated confidence (uint8, 255 = 1.0)
     frame_shape: tuple[int, int]  # the camera frame's (h, w): ~/mask_refined's size
-    expert: str = 'active'  # which of the segmenter's models answered it (engine.Result)
-    other: np.ndarray | None = None  # the other model's mask, when both ran
-    active_version: int = 0
 
 
 def _label_key(seq: int, stamp) -> tuple[int, int, int]:

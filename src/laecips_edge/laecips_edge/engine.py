@@ -68,7 +68,6 @@ class Result:
     small: np.ndarray | None = None
     conf: np.ndarray | None = None
     expert: str = 'active'  # 'active', or 'base' when the base model answered this frame
-    other: np.ndarray | None = None  # the other expert's mask at mask_res, when both ran
 
 
 @dataclass
@@ -150,10 +149,6 @@ class Segmenter:
         self._active = self._build(meta, state_dict, meta.version)
         self._base: _Active | None = None  # see set_base
         self.base_only = False  # see set_base
-        # How often each expert agreed with the trusted cloud lately (see note_agreement);
-        # 1.0 until labels say otherwise. The active one's is per version.
-        self.agreement = {'active': 1.0, 'base': 1.0}
-        self._agreement_version = -1
 
     def set_base(self, meta: weights.WeightsMeta, state_dict: dict[str, torch.Tensor]) -> None:
         """
@@ -165,9 +160,6 @@ class Segmenter:
         adapting to dusk never costs the day (the trainer's anchor gate checks this pair).
         Twice the inference cost while they differ. ``base_only = True`` answers every frame
         with the base (the edge sets it while no trusted label can vouch for the stream).
-        Each expert's confidence is scaled by its recent agreement with the trusted cloud
-        (:meth:`note_agreement`): calibrated on factory data, the base overstates itself on
-        the conditions the active one was adapted to.
         """
         weights.check_compatible(meta, self._active.meta)
         base = self._build(meta, state_dict, meta.version)
@@ -308,7 +300,6 @@ class Segmenter:
         act, base = self._active, self._base  # one read: a swap affects only the next frame
         h, w = rgb.shape[:2]
         x = self.preprocess(rgb, act.meta)
-        other = None
         if base is not None and base.version != act.version and self.base_only:
             out, expert = self._run(base, x, (h, w)), 'base'
         else:
@@ -316,35 +307,13 @@ class Segmenter:
             expert = 'active'
             if base is not None and base.version != act.version:
                 other = self._run(base, x, (h, w))
-                a = self.agreement if self._agreement_version == act.version else \
-                    {'active': 1.0, 'base': self.agreement['base']}
-                # The base is surer of this frame, calibrated and weighed by agreement.
-                if other[3] * a['base'] > out[3] * a['active']:
-                    out, other, expert = other, out, 'base'
+                if other[3] > out[3]:  # the base is surer of this frame, calibrated
+                    out, expert = other, 'base'
         logits, small, conf, _, ver = out
         with torch.inference_mode():
             feats = hardness.features(logits)[0]
         return Result(_nearest(small, h, w), feats, ver, logits if want_logits else None,
-                      (time.perf_counter() - t0) * 1e3, small, conf, expert,
-                      other[1] if other is not None else None)
-
-    def note_agreement(self, expert: str, version: int, agreement: float,
-                       alpha: float = 0.3) -> None:
-        """
-        Fold in how often ``expert`` ('active'/'base', at ``version``) agreed with a trusted label.
-
-        An exponential average over labels; a new active version starts from 1.0. Ignored for
-        an active version no longer active (the label came back after a swap).
-        """
-        act = self._active
-        if expert == 'active':
-            if version != act.version:
-                return
-            if self._agreement_version != act.version:
-                self._agreement_version, self.agreement['active'] = act.version, 1.0
-        elif expert != 'base':
-            raise ValueError(f'expert must be active or base, not {expert!r}')
-        self.agreement[expert] += alpha * (float(agreement) - self.agreement[expert])
+                      (time.perf_counter() - t0) * 1e3, small, conf, expert)
 
     def _run(self, act: _Active, x: torch.Tensor, hw: tuple[int, int]
              ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, float, int]:
