@@ -80,9 +80,14 @@ def test_lossy_jittery_link_bounded_queues_counted_drops_labels_back(tmp_path, r
         try:
             start('bridge', 'cloud', _argv('laecips_cloud.bridge_node', bridge_params(
                 tiny_labeller(tmp_path), queue_size=QUEUE, stats_period=0.5)))
-            # It pairs frames with labels but never trains (CPU) or pushes (see above).
+            # It pairs frames with labels but never trains (CPU) or pushes (see above), so it
+            # needs no anchor set (loading it took seconds under load: the trainer subscribed
+            # after the bridge had republished every labelled frame, and paired none).
             start('trainer', 'cloud', _argv('laecips_cloud.trainer_node', trainer_params(
-                gate_margin=2.0, min_frames=10_000)))
+                gate_margin=2.0, min_frames=10_000, anchor_root='none')))
+            # Its subscriptions follow this line: frames go out only after it (volatile QoS).
+            wait_until(lambda: alive() or 'initial weights' in logs['trainer'].read_text(), 90,
+                       'the trainer to start', period=0.2)
             start('edge', 'edge', _argv('laecips_edge.edge_node', edge_params(
                 tmp_path / 'state', stats_period=0.5, send_edge_label=False),
                 ('-r', '__ns:=/robot1')))
