@@ -121,7 +121,10 @@ def test_lossy_jittery_link_bounded_queues_counted_drops_labels_back(tmp_path, r
                 # The bridge has answered what reached it, and some answers came back.
                 done = c and c['queue_len'] == 0 and c['frames_in'] == (
                     c['labels_out'] + c['dropped_queue'] + c['rejected'])
-                return r if done and r['refined'] and r['edge']['labels_in'] >= 1 else None
+                # The edge's stats lag its refined masks (it counts a label after publishing
+                # it, and reports every stats_period): wait until they cover what came back.
+                caught_up = r and len(set(r['refined'])) <= r['edge']['labels_in']
+                return r if done and r['refined'] and caught_up else None
 
             r = wait_until(labels_back, 60, 'cloud labels back across the link', period=0.2)
             stats = link.wait_stats()
