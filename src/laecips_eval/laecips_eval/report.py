@@ -130,7 +130,9 @@ def _f(v: float, fmt: str = '.1f') -> str:
 
 def phase_table(rows: dict[str, dict]) -> str:
     """Return per phase: final mIoU / the edge model's own mIoU / upload ratio, and trust."""
-    phases = [p for p in SUBSETS if p != 'all']
+    # The stream's own phases, in order (any names: summarize records them per row).
+    phases = list(dict.fromkeys(p for s in rows.values() for p in (s.get('phases') or [])))
+    phases = phases or [p for p in SUBSETS if p != 'all']
     lines = ['| system | ' + ' | '.join(f'{p}: final / edge model / upload' for p in phases)
              + ' | total B/frame | labels not trusted |', '|' + '---|' * (len(phases) + 3)]
     for name, s in rows.items():
