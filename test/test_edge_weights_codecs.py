@@ -231,3 +231,11 @@ def test_shrink_caps_pixels_and_keeps_the_aspect():
     assert abs(small.shape[1] / small.shape[0] - 4 / 3) < 0.01
     ok = np.zeros((360, 480, 3), np.uint8)
     assert codecs.shrink(ok, 1920 * 1080) is ok
+
+
+def test_resize_nearest_integer_and_other_factors():
+    m = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    assert codecs.resize_nearest(m, 2, 3) is m
+    assert codecs.resize_nearest(m, 4, 6).tolist()[1] == [0, 0, 1, 1, 2, 2]
+    odd = codecs.resize_nearest(m, 3, 4)
+    assert odd.shape == (3, 4) and odd[0, 0] == 0 and odd[-1, -1] == 5

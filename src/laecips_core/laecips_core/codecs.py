@@ -257,6 +257,18 @@ def to_rgb(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return compressed_to_rgb(msg, max_pixels)
 
 
+def resize_nearest(arr: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of an HxW map (class ids, confidences) by index arithmetic."""
+    if arr.shape[:2] == (h, w):
+        return arr
+    fy, fx = h // arr.shape[0], w // arr.shape[1]
+    if (fy * arr.shape[0], fx * arr.shape[1]) == (h, w):  # integer factors: 5x faster
+        return arr.repeat(fy, 0).repeat(fx, 1)
+    rows = np.arange(h) * arr.shape[0] // h
+    cols = np.arange(w) * arr.shape[1] // w
+    return arr[rows[:, None], cols[None, :]]
+
+
 def shrink(rgb: np.ndarray, max_pixels: int) -> np.ndarray:
     """Return ``rgb`` scaled down (aspect kept, bilinear) to at most ``max_pixels`` pixels."""
     h, w = rgb.shape[:2]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from laecips_core import codecs
+
 DEFAULT_STRIDE = 8
 # What a label without confidence is taken to be worth: a middling labeller. The edge keeps
 # pixels it is more sure of than this and takes the cloud's elsewhere.
@@ -49,10 +51,7 @@ def from_grid(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     g = np.asarray(grid)
     if g.ndim != 2 or g.size == 0:
         raise ValueError(f'confidence grid must be a non-empty 2-D array, got {g.shape}')
-    h, w = shape
-    rows = np.minimum(np.arange(h) * g.shape[0] // h, g.shape[0] - 1)
-    cols = np.minimum(np.arange(w) * g.shape[1] // w, g.shape[1] - 1)
-    return g[rows[:, None], cols[None, :]].astype(np.float32) / 255.0
+    return codecs.resize_nearest(g, *shape).astype(np.float32) / 255.0
 
 
 def check_grid(grid_shape: tuple[int, int], frame_shape: tuple[int, int],

@@ -319,8 +319,8 @@ class EdgeNode(Node):
             codecs.encode_compressed(up_rgb, hf.image, 'jpeg', self.p['jpeg_quality'],
                                      msg.header)
         if self.p['send_edge_label']:
-            codecs.encode_compressed(engine.expand(res.small, *up_rgb.shape[:2]), hf.edge_label,
-                                     'png', header=msg.header)
+            codecs.encode_compressed(codecs.resize_nearest(res.small, *up_rgb.shape[:2]),
+                                     hf.edge_label, 'png', header=msg.header)
         # Remembered before publishing: the label may come back before publish() returns.
         with self.lock:
             self.uploads[_label_key(seq, msg.header.stamp)] = _Upload(
@@ -359,11 +359,11 @@ class EdgeNode(Node):
                 cloud_conf: np.ndarray | float) -> np.ndarray:
         """Return the final mask of an uploaded frame: fused, replaced, or the edge's own."""
         h, w = up.frame_shape
-        edge = engine.expand(up.small, h, w)
+        edge = codecs.resize_nearest(up.small, h, w)
         if label.shape != (h, w):  # uploaded shrunk: answers come back at the camera's size
-            label = engine.expand(label, h, w)
+            label = codecs.resize_nearest(label, h, w)
             if isinstance(cloud_conf, np.ndarray):
-                cloud_conf = engine.expand(cloud_conf, h, w)
+                cloud_conf = codecs.resize_nearest(cloud_conf, h, w)
         if self.p['follow_teacher_health']:
             trusted = msg.teacher_state != CloudLabel.TEACHER_UNHEALTHY
             if trusted != self.cloud_trusted:
@@ -383,7 +383,7 @@ class EdgeNode(Node):
                 return edge
         if self.p['refine'] == 'replace':
             return label
-        edge_conf = engine.expand(up.conf, h, w).astype(np.float32) / 255.0
+        edge_conf = codecs.resize_nearest(up.conf, h, w).astype(np.float32) / 255.0
         final, took = fusion.fuse(edge, edge_conf, label, cloud_conf,
                                   self.segmenter.class_map.void)
         with self.lock:

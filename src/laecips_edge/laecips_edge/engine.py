@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from laecips_core import hardness, models, weights
+from laecips_core import codecs, hardness, models, weights
 from laecips_core.calibration import IDENTITY, Calibration
 from laecips_core.classes import ClassMap
 
@@ -312,8 +312,9 @@ class Segmenter:
         logits, small, conf, _, ver = out
         with torch.inference_mode():
             feats = hardness.features(logits)[0]
-        return Result(_nearest(small, h, w), feats, ver, logits if want_logits else None,
-                      (time.perf_counter() - t0) * 1e3, small, conf, expert)
+        return Result(codecs.resize_nearest(small, h, w), feats, ver,
+                      logits if want_logits else None, (time.perf_counter() - t0) * 1e3, small,
+                      conf, expert)
 
     def _run(self, act: _Active, x: torch.Tensor, hw: tuple[int, int]
              ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, float, int]:
@@ -329,23 +330,6 @@ class Segmenter:
                 np.rint(cal * 255).astype(np.uint8), float(cal.mean()), act.version)
 
 
-def expand(mask: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Nearest-neighbour resize of a uint8 map to (h, w) (as the masks are made)."""
-    return _nearest(mask, h, w)
-
-
-def _nearest(mask: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Nearest-neighbour resize of a uint8 map by index arithmetic (no interpolation)."""
-    if mask.shape == (h, w):
-        return mask
-    fy, fx = h // mask.shape[0], w // mask.shape[1]
-    if (fy * mask.shape[0], fx * mask.shape[1]) == (h, w):  # integer factors: 5x faster
-        return mask.repeat(fy, 0).repeat(fx, 1)
-    rows = (np.arange(h) * mask.shape[0] // h)
-    cols = (np.arange(w) * mask.shape[1] // w)
-    return mask[rows[:, None], cols[None, :]]
-
-
 def colorize(mask: np.ndarray, class_map: ClassMap) -> np.ndarray:
     """Class ids -> HxWx3 uint8 RGB with the class map's palette."""
     return class_map.palette()[mask]
@@ -359,5 +343,5 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, class_map: ClassMap,
     return ((rgb.astype(np.uint16) * (256 - a) + color * a) >> 8).astype(np.uint8)
 
 
-__all__ = ['Options', 'Result', 'Segmenter', 'calibration_of', 'colorize', 'expand', 'fuse_bn',
+__all__ = ['Options', 'Result', 'Segmenter', 'calibration_of', 'colorize', 'fuse_bn',
            'overlay', 'release_memory', 'set_threads']
