@@ -42,10 +42,13 @@ def test_up_all_starts_serves_rviz_topics_and_stops_cleanly(procs, rosnode):
                in node.get_service_names_and_types(), 30, 'the update_weights service')
     # RViz shows only what the nodes publish, or the camera topic the edge subscribes to.
     for topic in _rviz_topics():
+        # Discovery reports each endpoint on its own: wait for each, not just the first ones.
         if topic == system.CAMERA_TOPIC:
-            assert node.count_subscribers(topic) >= 1, topic
+            wait_until(lambda t=topic: node.count_subscribers(t) >= 1, 30,
+                       f'a subscriber on {topic}')
         else:
-            assert node.count_publishers(topic) >= 1, f'{topic} in laecips.rviz has no publisher'
+            wait_until(lambda t=topic: node.count_publishers(t) >= 1, 30,
+                       f'a publisher on {topic} (shown in laecips.rviz)')
     # Each node's health on /diagnostics (rqt_robot_monitor, diagnostic aggregators).
     wanted_names = ('/robot1/edge: laecips edge', '/cloud_bridge: laecips cloud bridge',
                     '/trainer: laecips trainer')
