@@ -186,6 +186,7 @@ class _Gate(Labeller):
 
 def test_bridge_queue_drops_oldest():
     # In-process and without DDS traffic: frames go straight into the subscription callback.
+    # The deadline is far away: the frames stay fresh however long the gate holds frame 0.
     import rclpy
     from rclpy.parameter import Parameter
 
@@ -196,19 +197,19 @@ def test_bridge_queue_drops_oldest():
     node = BridgeNode(labeller=gate, context=ctx, parameter_overrides=[
         Parameter('queue_size', value=3), Parameter('max_batch', value=8),
         Parameter('max_wait_ms', value=0.0), Parameter('warmup', value=False),
-        Parameter('anchor_root', value='none')])
+        Parameter('anchor_root', value='none'), Parameter('deadline', value=600.0)])
     try:
         node._on_frame(_frame('robot1', 0))
         assert gate.started.wait(10.0)  # frame 0 is being labelled, the worker is busy
         for seq in range(1, 6):
             node._on_frame(_frame('robot1', seq))
-        with node._lock:
-            queued = [it.msg.seq for it in node._queue]
-        assert queued == [3, 4, 5] and node.counters['dropped_queue'] == 2
+        queued = [e.payload.seq for e in node.sched.entries()]
+        assert queued == [3, 4, 5] and node.sched.counts['dropped'] == 2
         gate.release.set()
         wait_until(lambda: node.counters['labels_out'] == 4, 10.0, '4 labels')
         assert gate.seen == [1, 3]  # the three survivors went as one batch
         assert node.counters['frames_in'] == 6
+        assert node.sched.counts['labelled_in_time'] == 4
     finally:
         gate.release.set()
         node.close()

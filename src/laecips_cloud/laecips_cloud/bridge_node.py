@@ -3,12 +3,19 @@
 """
 The cloud bridge: hard frames from any number of robots in, cloud labels out.
 
-Subscribes ``/laecips/hard_frames`` (HardFrame, reliable), queues the frames (bounded; the
-oldest is dropped and counted when full), and a worker thread labels them in batches of up
-to ``max_batch`` frames, waiting at most ``max_wait_ms`` after the first frame of a batch
-arrived for more to join. Each answer goes to ``/laecips/cloud_labels`` (CloudLabel: PNG
-mono8 class ids with the frame's header, robot id and sequence number copied).
-``/laecips/stats_cloud`` carries CloudStats every ``stats_period`` seconds.
+Subscribes ``/laecips/hard_frames`` (HardFrame, reliable) and queues the frames in a
+deadline-aware scheduler (``laecips_core.schedule``: bounded in frames and bytes, freshest
+first and fair across robots, frames past their deadline labelled only for the trainer when
+nothing fresh waits); a worker thread labels what it hands out in batches of up to
+``max_batch`` frames, waiting at most ``max_wait_ms`` after the first frame arrived for
+more to join. A frame's deadline counts from its receipt here (monotonic clock): the
+``deadline`` the edge states in the HardFrame, else this node's ``deadline`` parameter, less
+``return_margin`` for the way back. Each answer goes to ``/laecips/cloud_labels``
+(CloudLabel: PNG mono8 class ids with the frame's header, robot id and sequence number
+copied; ``purpose`` says inference or training). ``/laecips/stats_cloud`` carries CloudStats
+every ``stats_period`` seconds: every valid frame ends labelled in time, labelled late,
+labelled for training or dropped, and ``load``/``overloaded`` tell the edges to upload less
+(back-pressure, ``laecips_core.policy.Backoff``).
 
 Hard frames come from robots, so they are untrusted: ``laecips_core.frame_check`` checks
 them on arrival (robot id, empty image, payload size) and decodes them on the worker (the
@@ -27,7 +34,7 @@ subscribes the robots' uplink topic, so each hard frame crosses a robot's uplink
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+import math
 import threading
 import time
 
@@ -44,6 +51,7 @@ from laecips_core.frame_check import (
     decode_hard_frame,
     payload_size,
 )
+from laecips_core.schedule import INFERENCE, Entry, LoadMeter, Scheduler
 from laecips_core.teacher import Teacher
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
 from laecips_ros.diagnostics import Diagnostics
@@ -69,8 +77,17 @@ PARAMS = {
     'max_batch': (4, 'most frames labelled in one batch', (1, 1024)),
     'max_wait_ms': (20.0, 'longest wait for more frames after the first of a batch arrived',
                     (0.0, 60000.0)),
-    'queue_size': (16, 'frames waiting to be labelled; the oldest is dropped when full',
+    'queue_size': (16, 'frames waiting to be labelled; beyond it the stalest is dropped',
                    (1, 100000)),
+    'queue_bytes': (64 << 20, 'payload bytes waiting to be labelled; beyond it the stalest '
+                              'is dropped', (1, 1 << 40)),
+    'deadline': (1.0, 'seconds from receipt within which a label helps the edge, for frames '
+                      'that state none (HardFrame.deadline)', (0.001, 3600.0)),
+    'return_margin': (0.1, "seconds of a frame's deadline kept for the label's way back and "
+                           "the edge's fusion", (0.0, 3600.0)),
+    'overload_load': (1.0, 'CloudStats.overloaded when the offered load (arrivals x seconds '
+                           'per frame / period) exceeds this, or frames were dropped or late',
+                      (0.0, 1000.0)),
     'max_payload_bytes': (MAX_PAYLOAD_BYTES, 'hard frames with a larger image + edge label are '
                                              'rejected', (1, 1 << 40)),
     # 2048x2048: far more than a labeller needs (edges upload at upload_max_pixels); a frame
@@ -117,12 +134,6 @@ class _LogLimit:
         return n
 
 
-@dataclass
-class _Item:
-    msg: HardFrame
-    t_in: float  # monotonic time the frame arrived
-
-
 class BridgeNode(Node):
     """Label hard frames in batches on a worker thread and publish the answers."""
 
@@ -144,7 +155,9 @@ class BridgeNode(Node):
             f'{self.p["queue_size"]}')
 
         self._lock = threading.Condition()
-        self._queue: collections.deque[_Item] = collections.deque()
+        self.sched = Scheduler(int(self.p['queue_size']), int(self.p['queue_bytes']))
+        self._meter = LoadMeter(time.monotonic())
+        self._last_counts = dict(self.sched.counts)
         self._stop = False
         self.counters = collections.Counter()
         self._log_limit = _LogLimit()
@@ -196,27 +209,41 @@ class BridgeNode(Node):
         except HardFrameError as e:
             self._reject(msg, e)
             return
+        now = time.monotonic()
+        # The edge's own deadline if it states a sane one; both count from receipt here.
+        stated = float(msg.deadline)
+        budget = stated if math.isfinite(stated) and 0 < stated <= 3600 else self.p['deadline']
+        entry = Entry(msg.robot_id, now, now + budget - float(self.p['return_margin']),
+                      payload_size(msg), msg)
         with self._lock:
-            if len(self._queue) >= self.p['queue_size']:
-                old = self._queue.popleft()
-                self.counters['dropped_queue'] += 1
-                self.get_logger().warning(
-                    f'queue full: dropped {old.msg.robot_id}#{old.msg.seq}',
-                    throttle_duration_sec=5.0)
-            self._queue.append(_Item(msg, time.monotonic()))
+            self._meter.arrive()
+            dropped = self.sched.push(entry)
             self._lock.notify()
+        if dropped:
+            old = dropped[0].payload
+            self.get_logger().warning(
+                f'queue full: dropped {old.robot_id}#{old.seq} (stalest first)',
+                throttle_duration_sec=5.0)
 
     def _publish_stats(self) -> None:
         with self._lock:
             c, per = dict(self.counters), dict(self._period)
-            qlen = len(self._queue)
             self._period = {'batches': 0, 'frames': 0, 'seconds': 0.0}
+            qlen, qbytes, counts = self.sched.waiting(), self.sched.bytes, dict(self.sched.counts)
+            load = self._meter.read(time.monotonic(), self.sched.service)
+            worse = any(counts[k] > self._last_counts[k] for k in ('dropped', 'labelled_late'))
+            self._last_counts = counts
         m = CloudStats()
         m.stamp = self.get_clock().now().to_msg()
         m.labeller, m.device = self.labeller.name, str(self.labeller.device)
-        for k in ('frames_in', 'labels_out', 'dropped_queue', 'rejected', 'bytes_in',
-                  'bytes_out'):
+        for k in ('frames_in', 'labels_out', 'rejected', 'bytes_in', 'bytes_out'):
             setattr(m, k, int(c.get(k, 0)))
+        m.dropped_queue = int(counts['dropped'])
+        for k in ('labelled_in_time', 'labelled_late', 'labelled_for_training'):
+            setattr(m, k, int(counts[k]))
+        m.queue_bytes = int(qbytes)
+        m.load = float(load)
+        m.overloaded = bool(load > self.p['overload_load'] or worse)
         m.labels_unhealthy = int(c.get('labels_unhealthy', 0))
         m.robots_unhealthy = self.teacher.unhealthy()
         m.queue_len = qlen
@@ -227,21 +254,21 @@ class BridgeNode(Node):
 
     # -- worker thread -------------------------------------------------------------------
 
-    def _next_batch(self) -> list[_Item]:
+    def _next_batch(self) -> tuple[str, list[Entry]]:
         max_batch, wait = int(self.p['max_batch']), float(self.p['max_wait_ms']) / 1000.0
         with self._lock:
-            while not self._queue and not self._stop:
+            while not self.sched.waiting() and not self._stop:
                 self._lock.wait(0.5)
             if self._stop:
-                return []
+                return INFERENCE, []
             # Wait for more frames until the first one has waited max_wait_ms.
-            deadline = self._queue[0].t_in + wait
-            while len(self._queue) < max_batch and not self._stop:
-                left = deadline - time.monotonic()
+            until = min(e.t_in for e in self.sched.entries()) + wait
+            while self.sched.waiting() < max_batch and not self._stop:
+                left = until - time.monotonic()
                 if left <= 0:
                     break
                 self._lock.wait(left)
-            return [self._queue.popleft() for _ in range(min(max_batch, len(self._queue)))]
+            return self.sched.take(time.monotonic(), max_batch)
 
     def _run(self) -> None:
         if self.p['warmup']:
@@ -251,9 +278,9 @@ class BridgeNode(Node):
                 self.get_logger().error(f'warmup failed: {e!r}')
         self.teacher = self._fit_teacher()
         while not self._stop:
-            batch = self._next_batch()
+            lane, batch = self._next_batch()
             if batch:
-                self._process(batch)
+                self._process(lane, batch)
 
     def _fit_teacher(self) -> Teacher:
         p = self.p
@@ -280,15 +307,15 @@ class BridgeNode(Node):
             'never sure of the anchor set: teacher health not judged')
         return t
 
-    def _decode(self, item: _Item) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def _decode(self, item: Entry) -> tuple[np.ndarray, np.ndarray | None] | None:
         try:
-            return decode_hard_frame(item.msg, int(self.p['max_payload_bytes']),
+            return decode_hard_frame(item.payload, int(self.p['max_payload_bytes']),
                                      int(self.p['max_pixels']))
         except HardFrameError as e:
-            self._reject(item.msg, e)
+            self._reject(item.payload, e)
             return None
 
-    def _process(self, batch: list[_Item]) -> None:
+    def _process(self, lane: str, batch: list[Entry]) -> None:
         t0 = time.monotonic()
         decoded, items, t_dec = [], [], []
         for it in batch:
@@ -298,6 +325,7 @@ class BridgeNode(Node):
                 decoded.append(d)
                 items.append(it)
                 t_dec.append(time.monotonic() - t)
+        self.sched.forget(len(batch) - len(items))  # rejected: counted by _decode
         if not items:
             return
         t1 = time.monotonic()
@@ -305,33 +333,45 @@ class BridgeNode(Node):
             labels = self.labeller.label_with_confidence([d[0] for d in decoded],
                                                          [d[1] for d in decoded])
         except Exception as e:  # keep serving: one bad batch must not stop the bridge
-            with self._lock:
-                self.counters['rejected'] += len(items)
+            self.sched.finish(lane, [], time.monotonic(), failed=items)
             self.get_logger().error(f'labeller failed on a batch of {len(items)}: {e!r}')
             return
         share = (time.monotonic() - t1) / len(items)
-        for it, (lab, conf), td in zip(items, labels, t_dec):
-            t = time.monotonic()
+        done, failed = [], []
+        for it, res, td in zip(items, labels, t_dec):
+            if res is None:  # a remote labeller (backend ray) gave this frame up
+                failed.append(it)
+                continue
+            lab, conf = res
+            done.append(it)
+            msg, t = it.payload, time.monotonic()
             out = CloudLabel()
-            out.header, out.robot_id, out.seq = it.msg.header, it.msg.robot_id, it.msg.seq
+            out.header, out.robot_id, out.seq = msg.header, msg.robot_id, msg.seq
             codecs.encode_compressed(np.ascontiguousarray(lab, np.uint8), out.label, 'png',
-                                     header=it.msg.header)
-            v = self.teacher.judge(it.msg.robot_id, it.msg.seq, conf)
+                                     header=msg.header)
+            v = self.teacher.judge(msg.robot_id, msg.seq, conf)
             if v.grid is not None:
-                codecs.encode_compressed(v.grid, out.confidence, 'png', header=it.msg.header)
+                codecs.encode_compressed(v.grid, out.confidence, 'png', header=msg.header)
             out.confidence_mean, out.teacher_state = v.mean, v.state
             out.teacher_health = v.score
             out.labeller = self.labeller.name
+            out.purpose = (CloudLabel.PURPOSE_INFERENCE if lane == INFERENCE
+                           else CloudLabel.PURPOSE_TRAINING)
             if self.hmac_key is not None:
                 out.signature = signing.sign_label(self.hmac_key, out)
             out.queue_time = float(t0 - it.t_in)
             out.processing_time = float(td + share + time.monotonic() - t)
             self.pub_label.publish(out)
-            self.pub_frames.publish(it.msg)
+            self.pub_frames.publish(msg)
             with self._lock:
                 self.counters['labels_out'] += 1
                 self.counters['labels_unhealthy'] += int(v.state == health.UNHEALTHY)
                 self.counters['bytes_out'] += len(out.label.data) + len(out.confidence.data)
+        # Counted at the end of the batch: its labels are all out by now.
+        self.sched.finish(lane, done, time.monotonic(), time.monotonic() - t0, failed)
+        if failed:
+            self.get_logger().warning(f'labeller gave up {len(failed)} frame(s) of a batch',
+                                      throttle_duration_sec=5.0)
         with self._lock:
             self._period['batches'] += 1
             self._period['frames'] += len(items)
@@ -343,6 +383,7 @@ class BridgeNode(Node):
             self._stop = True
             self._lock.notify_all()
         self._worker.join(timeout=30.0)
+        self.sched.drop_all()  # every frame accounted for, also those never labelled
 
 
 def main(args: list[str] | None = None) -> None:
