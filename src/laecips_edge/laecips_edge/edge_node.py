@@ -41,6 +41,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from laecips_core import codecs, diagnostics, fusion, signing, weights
 from laecips_core import interface as ifc
+from laecips_core.camera_loss import CameraLoss
 from laecips_core.policy import Budget, Policy, PolicyError, parse_params
 from laecips_core.update_gate import check_update
 from laecips_edge import engine
@@ -80,8 +81,9 @@ class EdgeNode(Node):
                                      'remapping: a remap of this name moves both)'),
         'image_qos': ('sensor_data', "'sensor_data' (best effort) or 'reliable'"),
         'image_depth': (10, 'camera frames DDS queues for the node (keep last N); frames '
-                            'overwritten there are never seen, so never counted: raise N if '
-                            'the node can be starved of CPU', (1, 100000)),
+                            'overwritten there are never seen (counted in camera_lost from '
+                            'sequence gaps): raise N if the node can be starved of CPU',
+                        (1, 100000)),
         'policy_rule': ('fixed', 'never | always | random | fixed | entropy | learned'),
         'policy_params': ('', 'policy parameters: JSON or k=v,k=v (e.g. rate=0.2)'),
         'seed': (0, 'seed of the random policy'),
@@ -169,11 +171,11 @@ class EdgeNode(Node):
         topic = self.resolve_topic_name(p['camera_topic'])
         if compressed and not topic.endswith('/compressed'):
             topic += '/compressed'
-        self.create_subscription(CompressedImage if compressed else Image, topic,
-                                 self._on_frame,
-                                 qos(ifc.camera_qos(p['image_depth'], p['image_qos'])),
-                                 event_callbacks=SubscriptionEventCallbacks(
-                                     message_lost=self._on_camera_lost))
+        self.camera_loss = CameraLoss()  # frames DDS dropped before _on_frame (guarded: lock)
+        self.camera_sub = self.create_subscription(
+            CompressedImage if compressed else Image, topic, self._on_frame,
+            qos(ifc.camera_qos(p['image_depth'], p['image_qos'])),
+            event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_camera_lost))
         out_qos, link_qos = qos(ifc.EDGE_OUT), qos(ifc.EDGE_LINK)
         self.pub_mask = self.create_publisher(Image, ifc.EDGE_MASK, out_qos)
         self.pub_color = self.create_publisher(Image, ifc.EDGE_MASK_COLOR, out_qos)
@@ -247,14 +249,24 @@ class EdgeNode(Node):
             self.get_logger().error(f'could not persist v{meta.version}: {e}')
 
     # --- camera -> worker -------------------------------------------------------------
-    def _on_frame(self, msg) -> None:
+    def _on_frame(self, msg, info: dict) -> None:
+        # The writer's sequence numbers show the frames DDS dropped before this callback (a
+        # slow node's KEEP_LAST history overwrites them with no event): laecips_core.camera_loss
+        single = self.camera_sub.get_publisher_count() == 1
         with self.lock:
+            lost = self.camera_loss.frame(info.get('publication_sequence_number'), single,
+                                          _gid(info.get('publisher_gid')))
+            self.c['camera_lost'] = self.camera_loss.lost
             seq = self.c['frames_in']
             self.c['frames_in'] += 1
             if self.pending is not None:
                 self.c['skipped'] += 1
             self.pending = (msg, seq)
             self.wake.notify()
+        if lost:
+            self._reject('camera_lost', f'{lost} camera frame(s) dropped in DDS before reaching '
+                                        f'the node (sequence gap before frame #{seq})',
+                         count=False)
 
     def _work(self) -> None:
         while self.running:
@@ -422,20 +434,22 @@ class EdgeNode(Node):
 
     def _on_camera_lost(self, info) -> None:
         # Frames that never reach _on_frame would otherwise vanish from the accounting.
+        # The sequence gaps include these when they can be seen: counted once (the larger).
         n = int(info.total_count_change)
         with self.lock:
-            self.c['camera_lost'] += max(0, n - 1)  # _reject counts one
+            self.camera_loss.report(n)
+            self.c['camera_lost'] = self.camera_loss.lost
         self._reject('camera_lost', f'{n} camera frame(s) lost in DDS before reaching the node '
-                                    f'({info.total_count} in all)')
+                                    f'({info.total_count} in all)', count=False)
 
-    def _reject(self, counter: str, text: str, error: bool = False) -> None:
+    def _reject(self, counter: str, text: str, error: bool = False, count: bool = True) -> None:
         """Count a rejected input and log it, one line per kind of problem per LOG_PERIOD."""
         # rclpy throttles per call site, which would hide a second kind of bad input behind
         # the first; here the kind is the text without its numbers (frame ids, sizes).
         kind = counter + re.sub(r'\d+', '#', text)
         now = time.monotonic()
         with self.lock:
-            self.c[counter] += 1
+            self.c[counter] += int(count)
             last, suppressed = self.log_times.get(kind, (-math.inf, 0))
             if now - last < LOG_PERIOD:
                 self.log_times[kind] = (last, suppressed + 1)
@@ -577,6 +591,11 @@ class _Upload:
 
 def _label_key(seq: int, stamp) -> tuple[int, int, int]:
     return int(seq), int(stamp.sec), int(stamp.nanosec)
+
+
+def _gid(gid) -> bytes | None:
+    """Name a camera writer by its GID where the message info has one (Kilted), else None."""
+    return bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else None
 
 
 def _frame_id(msg, seq: int) -> str:
