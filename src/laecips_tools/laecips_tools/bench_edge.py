@@ -10,8 +10,13 @@ Edge speed benchmark at 360x480, as JSON: raw model variants side by side, then 
 2. ``node``: the edge node in its own process, this process as the camera (360x480 rgb8,
    reliable QoS): closed loop (next frame when the mask arrives) for the node's throughput,
    and an open-loop 30 Hz camera for fps, skipped frames and camera stamp -> mask latency.
+3. ``shipped_camera``: a RealSense-like camera in its own process (640x480 ``bgr8`` at 30 Hz,
+   sensor-data QoS, on /camera/color/image_raw) into the edge node started as ``laecips up``
+   starts it (config/edge.yaml, the camera remap, the shared-memory Fast DDS profile unless
+   one is exported): the fraction of frames masked (goal >= 99 %), from the edge's counters.
 
     bench_edge [--weights W] [--seconds 3] [--node-threads 1 2] [--out bench.json]
+    bench_edge --only-shipped-camera [--camera-seconds 10]
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from laecips_core import dds, weights
 from laecips_edge import engine
 
 H, W = 360, 480
+# The shipped-settings row: a RealSense-like colour stream.
+CAM_TOPIC, CAM_H, CAM_W, CAM_HZ = '/camera/color/image_raw', 480, 640, 30.0
 
 
 def _frames(n: int = 16) -> list[np.ndarray]:
@@ -210,6 +217,129 @@ def bench_node(weights_path: str, frames, seconds: float, threads: int,
         rclpy.try_shutdown(context=ctx)
 
 
+def camera_process(topic: str, seconds: float, hz: float = CAM_HZ) -> int:
+    """Be the camera (its own process): 640x480 bgr8 frames at ``hz``, sensor-data QoS."""
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from laecips_core import codecs
+    rclpy.init()
+    node = rclpy.create_node('bench_realsense')
+    pub = node.create_publisher(Image, topic, qos_profile_sensor_data)
+    rgbs = [np.asarray(_resize(f, CAM_H, CAM_W)) for f in _frames(8)]
+    msgs = [codecs.array_to_image(np.ascontiguousarray(f[..., ::-1]), Image, 'bgr8')
+            for f in rgbs]
+    deadline = time.monotonic() + 60
+    while pub.get_subscription_count() == 0:  # the edge's camera subscription
+        if time.monotonic() > deadline:
+            sys.exit('no subscriber on ' + topic)
+        time.sleep(0.05)
+    # The edge matched this writer; give its reader a moment to match back (discovery runs
+    # each direction on its own), else the first frames go nowhere.
+    time.sleep(1.0)
+    n, t0 = int(round(seconds * hz)), time.monotonic()
+    for i in range(n):
+        m = msgs[i % len(msgs)]
+        m.header.stamp.sec, m.header.stamp.nanosec = divmod(time.time_ns(), 10**9)
+        m.header.frame_id = 'camera_color_optical_frame'
+        pub.publish(m)
+        time.sleep(max(0.0, t0 + (i + 1) / hz - time.monotonic()))
+    print(json.dumps({'sent': n, 'seconds': round(time.monotonic() - t0, 2)}), flush=True)
+    time.sleep(0.5)  # the last frames leave before the participant goes
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+def _resize(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
+    from PIL import Image as PILImage
+    return np.asarray(PILImage.fromarray(rgb).resize((w, h), PILImage.BILINEAR))
+
+
+def bench_shipped_camera(seconds: float) -> dict:
+    """Measure the camera row (module docstring, 3.): frames masked with shipped settings."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from laecips_core import nodes
+    from laecips_msgs.msg import EdgeStats
+
+    # As `laecips up` does (laecips_bringup.cli.up_env): an exported profile is kept, else
+    # the shipped shared-memory one under both variable names.
+    env = dict(os.environ)
+    profile = dds.profile_set(env)
+    if not profile:
+        profile = str(nodes.config_dir() / dds.SHM_PROFILE)
+        env.update(dds.profile_env(profile, env))
+    argv = nodes.module_argv(nodes.EDGE, robot_id='bench', camera_topic=CAM_TOPIC)
+    procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env=env, start_new_session=True)]
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node('bench_shipped', context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    stats: list = []
+    lat: list[float] = []
+
+    def on_mask(m):
+        lat.append((time.time_ns() - (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec))
+                   / 1e6)
+    node.create_subscription(EdgeStats, '/laecips/stats', stats.append,
+                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    node.create_subscription(Image, '/bench/edge/mask', on_mask,
+                             QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        deadline = time.monotonic() + 120
+        while not stats:  # the edge is up (model loaded, traced) once it reports
+            if procs[0].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError('edge node did not start: '
+                                   + procs[0].stderr.read().decode()[-2000:])
+            time.sleep(0.05)
+        load = os.getloadavg()
+        cam = subprocess.Popen([sys.executable, '-m', 'laecips_tools.bench_edge',
+                                '--camera-process', CAM_TOPIC, '--camera-seconds', str(seconds)],
+                               stdout=subprocess.PIPE, env=env, start_new_session=True)
+        procs.append(cam)
+        out, _ = cam.communicate(timeout=seconds + 120)
+        if cam.returncode:
+            raise RuntimeError(f'camera process exited with {cam.returncode}')
+        sent = json.loads(out.decode().strip().splitlines()[-1])['sent']
+        # Settled: a stats message after every frame taken was handled, two periods later.
+        n, deadline = len(stats), time.monotonic() + 60
+        while len(stats) < n + 2 or stats[-1].frames_in != (
+                stats[-1].masks_out + stats[-1].skipped + stats[-1].rejected):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        s = stats[-1]
+        return {'camera': f'{CAM_W}x{CAM_H} bgr8 at {CAM_HZ:g} Hz, sensor-data QoS, own '
+                          'process', 'topic': CAM_TOPIC,
+                'edge': ' '.join(argv[1:]), 'dds_profile': profile, 'sent': sent,
+                'frames_in': s.frames_in, 'masks_out': s.masks_out, 'skipped': s.skipped,
+                'rejected': s.rejected, 'camera_lost': s.camera_lost,
+                'masked_fraction': round(s.masks_out / sent, 4) if sent else 0.0,
+                'goal_masked_fraction': 0.99,
+                'latency_ms_p50': round(float(np.percentile(lat, 50)), 2) if lat else None,
+                'latency_ms_p95': round(float(np.percentile(lat, 95)), 2) if lat else None,
+                'loadavg_at_start': [round(v, 2) for v in load]}
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(10)
+            if p.poll() is None:
+                p.kill()
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
 def _dumps(report: dict) -> str:
     """JSON with one line per key and per row, so variants read side by side."""
     lines = []
@@ -230,13 +360,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--threads', type=int, nargs='+', default=[1, 2], help='raw variants')
     ap.add_argument('--node-threads', type=int, nargs='+', default=[1, 2])
     ap.add_argument('--skip-node', action='store_true')
+    ap.add_argument('--camera-seconds', type=float, default=10.0,
+                    help='length of the shipped-settings camera row')
+    ap.add_argument('--only-shipped-camera', action='store_true',
+                    help='run the shipped-settings camera row alone')
+    ap.add_argument('--camera-process', metavar='TOPIC', help=argparse.SUPPRESS)
     ap.add_argument('--out', help='also write the JSON here')
     args = ap.parse_args(argv)
+    if args.camera_process:  # the camera of the shipped-settings row, in its own process
+        return camera_process(args.camera_process, args.camera_seconds)
+    if args.only_shipped_camera:
+        report = {'cpu_count': os.cpu_count(), 'loadavg_before': os.getloadavg(),
+                  'shipped_camera': bench_shipped_camera(args.camera_seconds),
+                  'loadavg_after': os.getloadavg()}
+        text = _dumps(report)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + '\n')
+        return 0
     path = args.weights or factory_weights()
     sd, meta = weights.load(path)
     frames = _frames()
     # Large frames between processes: the shared-memory profile, unless one is set already.
     shm = Path(os.environ.get('LAECIPS_ROOT', Path.cwd())) / 'config' / 'fastdds_shm.xml'
+    shipped_env = dict(os.environ)  # the camera row sets its profile as laecips up does
     if shm.is_file() and not dds.profile_set():
         os.environ.update(dds.profile_env(shm))
     report = {'camera': [H, W], 'weights': str(path), 'model_input': list(meta.input_size),
@@ -246,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_node:
         report['node'] = [bench_node(path, frames, args.seconds * 2, t)
                           for t in args.node_threads]
+        os.environ.clear()
+        os.environ.update(shipped_env)
+        report['shipped_camera'] = bench_shipped_camera(args.camera_seconds)
     report['loadavg_after'] = os.getloadavg()
     text = _dumps(report)
     print(text)
