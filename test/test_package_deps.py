@@ -25,7 +25,7 @@ KEYS = {
     'rosbags': 'python3-rosbags-pip', 'yaml': 'python3-yaml', 'cv2': 'python3-opencv',
 }
 # On PyPI without a rosdep key: the package.xml says so in a comment.
-PYPI_ONLY = {'safetensors': 'safetensors', 'pytun': 'python-pytun'}
+PYPI_ONLY = {'safetensors': 'safetensors', 'pytun': 'python-pytun', 'ray': 'ray[serve]'}
 # Imported only where present (ImportError handled): neither declared nor required.
 OPTIONAL = {'onnxruntime', 'segment_anything', 'cv_bridge', 'onnx'}
 # ROS packages that are build or launch tools rather than imports.

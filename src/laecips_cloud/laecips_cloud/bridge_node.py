@@ -41,6 +41,7 @@ import time
 import numpy as np
 from rclpy.node import Node
 
+from laecips_cloud import ray_backend
 from laecips_cloud.labellers import Labeller, create, resolve_device
 from laecips_core import anchor, codecs, diagnostics, health, signing
 from laecips_core import interface as ifc
@@ -110,6 +111,7 @@ PARAMS = {
     'health_recover': (0.85, 'and healthy again above this share', (0.0, 1.0)),
     'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_core.signing): when set, '
                           'every label is signed, so edges with the key can refuse forgeries'),
+    **ray_backend.PARAMS,
 }
 
 
@@ -177,15 +179,17 @@ class BridgeNode(Node):
     def _make_labeller(self) -> Labeller:
         p, name = self.p, self.p['labeller']
         device = resolve_device(p['device'])
+        # backend ray: the same labeller and parameters, built by each Serve replica instead.
+        make = ray_backend.factory(p, create, self.get_logger().info)
         if name == 'sam_ssa':
-            return create(name, checkpoint=p['sam_checkpoint'], model_type=p['sam_model_type'],
-                          points_per_side=p['sam_points_per_side'],
-                          points_per_batch=p['sam_points_per_batch'],
-                          vote_with=p['sam_vote_with'], weights=p['weights'], device=device,
-                          bf16=p['sam_bf16'])
+            return make(name, checkpoint=p['sam_checkpoint'], model_type=p['sam_model_type'],
+                        points_per_side=p['sam_points_per_side'],
+                        points_per_batch=p['sam_points_per_batch'],
+                        vote_with=p['sam_vote_with'], weights=p['weights'], device=device,
+                        bf16=p['sam_bf16'])
         if name in ('torchscript', 'onnx'):
-            return create(name, weights=p['weights'], class_map=p['class_map'], device=device)
-        return create(name, weights=p['weights'], device=device)
+            return make(name, weights=p['weights'], class_map=p['class_map'], device=device)
+        return make(name, weights=p['weights'], device=device)
 
     # -- executor thread ---------------------------------------------------------------
 
@@ -384,6 +388,8 @@ class BridgeNode(Node):
             self._lock.notify_all()
         self._worker.join(timeout=30.0)
         self.sched.drop_all()  # every frame accounted for, also those never labelled
+        if hasattr(self.labeller, 'close'):  # backend ray: stops the Ray it started
+            self.labeller.close()
 
 
 def main(args: list[str] | None = None) -> None:
