@@ -140,6 +140,8 @@ class RayLabeller(Labeller):
                 if tries < self._retries:
                     with self._lock:
                         self.counters['retried'] += 1
+                        n = self.counters['retried']
+                    self._log(f'ray: frame sent again ({type(e).__name__}) [{n} retried]')
                     inflight.append((i, self._submit(images[i], edges[i]), tries + 1))
                     continue  # the slot goes with the new request
                 with self._lock:

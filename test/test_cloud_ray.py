@@ -1,0 +1,188 @@
+# Copyright 2026 LAECIPS-ROS developers
+# SPDX-License-Identifier: Apache-2.0
+"""
+``backend: ray``: the bridge as a ROS gateway to a Ray Serve labeller deployment.
+
+The test starts a local Ray (2 CPUs, no dashboard, its own temp dir) in the test process;
+the bridge runs in its own process and connects to it with ``ray_address``, deploys two
+replicas of a tiny TorchScript labeller and answers two robots over DDS. Then one replica
+actor is killed mid-stream (``ray.kill``): Serve replaces it and frames keep being answered,
+every frame either labelled or counted as dropped. Ray is shut down at teardown and no Ray
+process of this test may be left behind.
+"""
+
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import tempfile
+import threading
+
+from conftest import wait_until
+import numpy as np
+import pytest
+import ray
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+import torch
+
+from laecips_core import codecs
+from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
+
+QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+H, W = 48, 64
+APP = 'laecips_test_labeller'
+
+
+class _TinySeg(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 11, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _frame(robot: str, seq: int) -> HardFrame:
+    msg = HardFrame(robot_id=robot, seq=seq, hardness=0.5, model_version=1)
+    msg.header.frame_id = f'{robot}/camera'
+    rgb = np.random.default_rng(seq).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    codecs.encode_compressed(rgb, msg.image, 'jpeg', 90)
+    return msg
+
+
+def _ray_procs(tmp: str) -> list[int]:
+    """Pids of processes whose command line names ``tmp`` (raylet, gcs_server, workers)."""
+    out = []
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                cmd = Path(f'/proc/{d}/cmdline').read_bytes().replace(b'\0', b' ')
+                env = Path(f'/proc/{d}/environ').read_bytes()
+            except OSError:
+                continue
+            if tmp.encode() in cmd or f'RAY_TMPDIR={tmp}'.encode() in env:
+                out.append(int(d))
+    return [p for p in out if p != os.getpid()]
+
+
+@pytest.fixture
+def local_ray():
+    """Start a local Ray in this process (2 CPUs, no dashboard); stop it and check it is gone."""
+    from ray import serve
+    tmp = tempfile.mkdtemp(prefix='lray', dir='/tmp')  # short: Ray's socket paths are long
+    os.environ['RAY_TMPDIR'] = tmp
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, namespace='laecips',
+                 configure_logging=False, log_to_driver=False)
+        yield ray.get_runtime_context().gcs_address, tmp
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            os.environ.pop('RAY_TMPDIR', None)
+        try:
+            wait_until(lambda: not _ray_procs(tmp), 30.0, 'every Ray process to exit')
+        finally:
+            for pid in _ray_procs(tmp):  # only what this test started (its own temp dir)
+                subprocess.run(['kill', '-9', str(pid)], check=False)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replica_names() -> list[str]:
+    return sorted(a['name'] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a['name'].startswith(f'SERVE_REPLICA::{APP}#'))
+
+
+def test_bridge_ray_two_replicas_two_robots_and_a_replica_killed(local_ray, procs, rosnode,
+                                                                 tmp_path):
+    # local_ray first: it is torn down last, after the bridge (a Ray driver) has stopped.
+    address, tmp = local_ray
+    torch.manual_seed(0)
+    model = tmp_path / 'seg.ts'
+    torch.jit.trace(_TinySeg().eval(), torch.zeros(1, 3, 8, 8)).save(str(model))
+    procs.node('bridge', 'laecips_cloud.bridge_node', params={
+        'labeller': 'torchscript', 'weights': str(model), 'device': 'cpu',
+        'backend': 'ray', 'ray_address': address, 'ray_app': APP, 'ray_replicas': 2,
+        'ray_num_cpus': 0.5, 'ray_max_batch_size': 4, 'ray_batch_wait_s': 0.01,
+        'ray_max_in_flight': 8, 'ray_retries': 2, 'ray_timeout_s': 30.0,
+        'max_batch': 8, 'max_wait_ms': 10.0, 'queue_size': 256, 'stats_period': 0.2,
+        'torch_threads': 1, 'anchor_root': 'none', 'deadline': 600.0,
+        'qos_depth': 100},  # the bursts below must not overflow the reader's history
+        env={'RAY_TMPDIR': tmp})
+    lock = threading.Lock()
+    labels, stats = [], []
+
+    def keep(bucket):
+        def cb(m):
+            with lock:
+                bucket.append(m)
+        return cb
+
+    n = rosnode.node
+    pub = n.create_publisher(HardFrame, '/laecips/hard_frames', QOS)
+    n.create_subscription(CloudLabel, '/laecips/cloud_labels', keep(labels), QOS)
+    n.create_subscription(CloudStats, '/laecips/stats_cloud', keep(stats), QOS)
+    rosnode.wait_for_subscribers(pub, timeout=120.0)
+    rosnode.wait_for_publishers('/laecips/cloud_labels', timeout=120.0)
+    probes = []
+
+    def probe() -> bool:  # until the bridge's label writer has matched our reader
+        with lock:
+            if any(m.robot_id == 'probe0' for m in labels):
+                return True
+        probes.append(_frame('probe0', len(probes)))
+        pub.publish(probes[-1])
+        return False
+
+    wait_until(probe, 120.0, 'a label for a probe frame (Serve deployed)', period=1.0)
+    first = _replica_names()
+    assert len(first) == 2, first
+
+    def answered(robots=('robot1', 'robot2')) -> set:
+        with lock:
+            return {(m.robot_id, m.seq) for m in labels if m.robot_id in robots}
+
+    # Two robots, every hard frame answered once, by the deployment's labeller.
+    sent = [(r, s) for s in range(10) for r in ('robot1', 'robot2')]
+    for r, s in sent:
+        pub.publish(_frame(r, s))
+    wait_until(lambda: answered() >= set(sent), 60.0, 'a label for each of 20 hard frames')
+    with lock:
+        mine = [m for m in labels if m.robot_id != 'probe0']
+    assert len(mine) == len(sent)
+    for m in mine:
+        assert m.labeller == 'torchscript' and m.label.format == 'png'
+        ids = codecs.compressed_to_label(m.label)
+        assert ids.shape == (H, W) and ids.max() < 11
+
+    # A replica killed mid-stream: replaced, and frames keep being answered.
+    for s in range(10, 20):
+        for r in ('robot1', 'robot2'):
+            pub.publish(_frame(r, s))
+            sent.append((r, s))
+    wait_until(lambda: len(answered()) >= 24, 60.0, 'labels flowing before the kill')
+    ray.kill(ray.get_actor(first[0], namespace='serve'), no_restart=True)
+    for s in range(20, 30):
+        for r in ('robot1', 'robot2'):
+            pub.publish(_frame(r, s))
+            sent.append((r, s))
+    wait_until(lambda: len(_replica_names()) == 2 and _replica_names() != first, 120.0,
+               'Serve to replace the killed replica')
+    # Frames sent once the replacement runs are all answered.
+    later = [(r, s) for s in range(100, 110) for r in ('robot1', 'robot2')]
+    for r, s in later:
+        pub.publish(_frame(r, s))
+    wait_until(lambda: answered() >= set(later), 60.0, 'a label for each frame after it')
+
+    def settled():
+        with lock:
+            st = stats[-1] if stats else None
+        done = len(answered())
+        return st if st and done + st.dropped_queue == len(sent) + len(later) else None
+
+    st = wait_until(settled, 60.0, 'every frame labelled or counted as dropped')
+    assert st.rejected == 0 and st.device.startswith('ray:')
+    procs.assert_alive()
+    # The bridge lets Ray go when it stops: no error on the way out.
+    assert procs.stop('bridge', timeout=30.0) == 0
