@@ -4,8 +4,10 @@
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import numpy as np
 import pytest
 
+from laecips_core.policy import Backoff
 from laecips_core.schedule import INFERENCE, OUTCOMES, TRAINING, Entry, LoadMeter, Scheduler
 
 
@@ -124,3 +126,15 @@ def test_load_meter():
         m.arrive()
     assert m.read(2.0, service_s=0.2) == pytest.approx(2.0)  # 10 frames/s x 0.2 s
     assert m.read(4.0, service_s=0.2) == 0.0
+
+
+def test_backoff_halves_on_overload_and_recovers():
+    b = Backoff(down=0.5, up=0.1, floor=0.05)
+    assert [round(b.update(True), 3) for _ in range(6)] == [0.5, 0.25, 0.125, 0.062, 0.05, 0.05]
+    rng = np.random.default_rng(0)
+    sent = sum(b.admit(True, rng) for _ in range(2000))
+    assert 50 <= sent <= 150  # about 5 %
+    assert not b.admit(False, rng)  # never uploads what the policy did not pick
+    for _ in range(10):
+        b.update(False)
+    assert b.scale == 1.0 and all(b.admit(True, rng) for _ in range(100))

@@ -245,3 +245,33 @@ class Budget:
             self.tokens -= 1.0
             return True
         return False
+
+
+class Backoff:
+    """
+    Thin uploads while the cloud says it is overloaded (back-pressure, CloudStats.overloaded).
+
+    Each overloaded report multiplies the share of wanted uploads that go out by ``down``
+    (not below ``floor``: the cloud must still see some frames to say when it recovers);
+    each normal report adds ``up`` back, up to 1. Multiplicative decrease and additive
+    increase, as TCP's congestion window: edges sharing one bridge converge to a fair share of
+    what it can label instead of oscillating between all and nothing.
+    """
+
+    def __init__(self, down: float = 0.5, up: float = 0.1, floor: float = 0.05) -> None:
+        if not (0 < down <= 1 and 0 <= up <= 1 and 0 < floor <= 1):
+            raise ValueError(f'bad backoff: down {down}, up {up}, floor {floor}')
+        self.down, self.up, self.floor = float(down), float(up), float(floor)
+        self.scale = 1.0
+
+    def update(self, overloaded: bool) -> float:
+        """Take one report from the cloud; return the new share of uploads sent."""
+        if overloaded:
+            self.scale = max(self.floor, self.scale * self.down)
+        else:
+            self.scale = min(1.0, self.scale + self.up)
+        return self.scale
+
+    def admit(self, want: bool, rng: np.random.Generator) -> bool:
+        """Return True if a frame the policy wants uploaded goes out at the current share."""
+        return want and (self.scale >= 1.0 or bool(rng.random() < self.scale))

@@ -42,11 +42,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from laecips_core import codecs, diagnostics, fusion, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.camera_loss import CameraLoss
-from laecips_core.policy import Budget, Policy, PolicyError, parse_params
+from laecips_core.policy import Backoff, Budget, Policy, PolicyError, parse_params
 from laecips_core.update_gate import check_update
 from laecips_edge import engine
 from laecips_edge.factory import factory_weights
-from laecips_msgs.msg import ClassMap, CloudLabel, EdgeStats, HardFrame
+from laecips_msgs.msg import ClassMap, CloudLabel, CloudStats, EdgeStats, HardFrame
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 from laecips_ros import class_map as class_map_msg
@@ -117,6 +117,12 @@ class EdgeNode(Node):
                                         'probes'),
         'probe_rate': (0.15, 'share of frames uploaded while the teacher is unhealthy, to see '
                             'when it recovers (the budget still applies)', (0.0, 1.0)),
+        'follow_cloud_load': (True, 'thin uploads while the cloud bridge reports overload '
+                                    '(CloudStats.overloaded; laecips_core.policy.Backoff); '
+                                    'frames held so count in held_back'),
+        'label_deadline': (0.0, "seconds after an upload's receipt in the cloud within which "
+                                'its label helps this edge (HardFrame.deadline); 0: the '
+                                "bridge's own deadline", (0.0, 3600.0)),
     }
 
     def __init__(self, **kwargs):
@@ -140,6 +146,7 @@ class EdgeNode(Node):
                 raise weights.WeightsError(f'{p["base_weights"]} carries no LAECIPS metadata')
             self.segmenter.set_base(meta, sd)
         self.budget = Budget.of(self.policy)  # the policy's upload budget, if it has one
+        self.backoff = Backoff()  # the cloud's back-pressure (guarded by self.lock)
         self.get_logger().info(
             f'robot {self.robot_id}: {self.segmenter.meta.arch} v{self.segmenter.version} '
             f'input {self.segmenter.input_size}, policy {self.policy.to_json()}')
@@ -192,6 +199,9 @@ class EdgeNode(Node):
         self.pub_hard = self.create_publisher(HardFrame, ifc.HARD_FRAMES, link_qos)
         self.pub_stats = self.create_publisher(EdgeStats, ifc.EDGE_STATS, link_qos)
         self.create_subscription(CloudLabel, ifc.CLOUD_LABELS, self._on_label, link_qos)
+        if p['follow_cloud_load']:
+            self.create_subscription(CloudStats, ifc.CLOUD_STATS, self._on_cloud_stats,
+                                     qos(ifc.STATS))
         # An update (parse, check, build, persist) takes a few hundred ms: it runs on its own
         # thread and the service answers when it is done, so frames keep flowing meanwhile.
         self.updater = ThreadPoolExecutor(max_workers=1, thread_name_prefix='edge-update')
@@ -304,7 +314,7 @@ class EdgeNode(Node):
         else:  # the cloud cannot help here: only probes, to notice when it can again
             want = bool(self.rng.random() < self.p['probe_rate'])
         with self.lock:
-            send = self.budget.admit(want)
+            send = self.budget.admit(self.backoff.admit(want, self.rng))
             self.c['held_back'] += int(want and not send)
         if send:
             if self.pub_hard.get_subscription_count():
@@ -323,7 +333,7 @@ class EdgeNode(Node):
         hf = HardFrame(header=msg.header, robot_id=self.robot_id, seq=seq,
                        hardness=float(1.0 - res.features[0]),
                        features=[float(v) for v in res.features],
-                       model_version=res.version)
+                       model_version=res.version, deadline=float(self.p['label_deadline']))
         up_rgb = codecs.shrink(rgb, self.p['upload_max_pixels'])
         if up_rgb is rgb and hasattr(msg, 'format') and 'jpeg' in msg.format.lower():
             hf.image = CompressedImage(header=msg.header, format='jpeg', data=msg.data)
@@ -347,6 +357,8 @@ class EdgeNode(Node):
     # --- cloud labels -----------------------------------------------------------------
     def _on_label(self, msg: CloudLabel) -> None:
         if msg.robot_id != self.robot_id:
+            return
+        if msg.purpose == CloudLabel.PURPOSE_TRAINING:  # past its deadline: for the trainer
             return
         try:
             label, up, cloud_conf = self._check_label(msg)
@@ -431,6 +443,16 @@ class EdgeNode(Node):
             if self.uploads.pop(key, None) is None:
                 raise ValueError('already labelled (a second label for this frame)')
         return label, up, cloud_conf
+
+    def _on_cloud_stats(self, msg: CloudStats) -> None:
+        with self.lock:
+            before = self.backoff.scale
+            scale = self.backoff.update(bool(msg.overloaded))
+        if (scale < 1.0) != (before < 1.0):
+            self.get_logger().warning(
+                f'cloud overloaded (load {msg.load:.2f}): uploading {scale:.0%} of the frames '
+                'the policy picks' if scale < 1.0 else 'cloud keeps up again: uploads as the '
+                'policy picks')
 
     def _on_camera_lost(self, info) -> None:
         # Frames that never reach _on_frame would otherwise vanish from the accounting.
