@@ -23,6 +23,7 @@ setup(
             'train_factory = laecips_tools.train_factory:main',
             'bench_edge = laecips_tools.bench_edge:main',
             'bench_cloud = laecips_tools.bench_cloud:main',
+            'bench_fleet = laecips_tools.bench_fleet:main',
             'adapt_bench = laecips_tools.adapt_bench:main',
             'sam_download = laecips_tools.sam_download:main',
             'camvid_download = laecips_tools.camvid_download:main',

@@ -30,6 +30,8 @@ PASSTHROUGH = {
                        'calibration (anchor set) in its weights file'),
     'bench-edge': ('laecips_tools.bench_edge', 'edge model and node benchmark (JSON)'),
     'bench-cloud': ('laecips_tools.bench_cloud', 'labeller benchmark (JSON)'),
+    'bench-fleet': ('laecips_tools.bench_fleet', 'N robots against the bridge on Ray, and '
+                    'GPUs for a fleet (JSON, plot)'),
     'sam-download': ('laecips_tools.sam_download', 'download an official SAM checkpoint'),
     'soak': ('laecips_tools.soak', 'many robots for minutes: memory and accounting (JSON)'),
 }
