@@ -234,7 +234,7 @@ class BridgeNode(Node):
             c, per = dict(self.counters), dict(self._period)
             self._period = {'batches': 0, 'frames': 0, 'seconds': 0.0}
             qlen, qbytes, counts = self.sched.waiting(), self.sched.bytes, dict(self.sched.counts)
-            load = self._meter.read(time.monotonic(), self.sched.service)
+            load = self._meter.read(time.monotonic(), self.sched.mean)
             worse = any(counts[k] > self._last_counts[k] for k in ('dropped', 'labelled_late'))
             self._last_counts = counts
         m = CloudStats()

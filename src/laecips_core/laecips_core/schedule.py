@@ -10,9 +10,10 @@ the labeller on frames already too late while fresh ones wait behind them, so
 
 * takes frames for **inference** only while they can still finish in time: started now, a
   batch of ``n`` frames ends ``n * service`` seconds later (``service``: the running mean of
-  the labeller's seconds per frame), and every frame in it must still be within its deadline
-  then; freshest first, fair across robots (round robin, the robot served longest ago first,
-  each giving its newest waiting frame per round);
+  the labeller's seconds per frame plus twice its mean deviation, so a slow spell on a shared
+  machine does not turn predicted-in-time frames late), and every frame in it must still be
+  within its deadline then; freshest first, fair across robots (round robin, the robot
+  served longest ago first, each giving its newest waiting frame per round);
 * labels a frame past its deadline in the **training** lane only when no frame can make its
   deadline, one at a time (a fresh frame arriving meanwhile waits at most one frame);
 * bounds the waiting frames in number and bytes: beyond either bound the stalest frame goes,
@@ -58,7 +59,8 @@ class Scheduler:
         if max_frames < 1 or max_bytes < 1:
             raise ValueError(f'bounds must be positive, not {max_frames} frames, {max_bytes} B')
         self.max_frames, self.max_bytes = int(max_frames), int(max_bytes)
-        self.service = float(service_s)  # seconds per frame, running mean
+        self.mean = float(service_s)  # seconds per frame, running mean
+        self.dev = 0.0  # its running mean absolute deviation
         self.smoothing = float(smoothing)
         self.counts: Counter[str] = Counter({k: 0 for k in OUTCOMES})
         self.in_flight = 0
@@ -113,6 +115,11 @@ class Scheduler:
         self.bytes -= e.nbytes
         if not q:
             del self._robots[e.robot]
+
+    @property
+    def service(self) -> float:
+        """Return the seconds per frame deadlines are planned with (mean + 2 deviations)."""
+        return self.mean + 2.0 * self.dev
 
     def _late(self, e: Entry, now: float, ahead: int = 1) -> bool:
         return now + ahead * self.service > e.deadline
@@ -181,7 +188,11 @@ class Scheduler:
             self.in_flight -= n
             if seconds is not None and n:
                 per, a = seconds / n, self.smoothing
-                self.service = per if self.service <= 0 else (1 - a) * self.service + a * per
+                if self.mean <= 0:
+                    self.mean = per
+                else:
+                    self.dev = (1 - a) * self.dev + a * abs(per - self.mean)
+                    self.mean = (1 - a) * self.mean + a * per
             self.counts['dropped'] += len(failed)
             for e in labelled:
                 self.counts[self.outcome(lane, e, now)] += 1
