@@ -13,11 +13,22 @@ At the end it stops the cameras, waits until the edges' counters settle, and rep
 - per robot: frames published against frames_in = masks_out + skipped + rejected, with the
   uploads, ``no_cloud`` and labels; the bridge's drops; the trainer's weight pushes.
 
-Frames DDS gives up before they reach an edge (its reliable camera writer dropped them
-undelivered while the edge was starved of CPU) are counted by the edge as ``camera_lost``
-(the message_lost event): published = frames_in + camera_lost.
+Frames DDS drops before they reach an edge (overwritten in its KEEP_LAST history while it
+was starved of CPU, or given up by the camera's writer) are counted by the edge as
+``camera_lost`` (sequence gaps, laecips_core.camera_loss): published = frames_in +
+camera_lost, counted from a baseline taken once each edge has received a frame (frames
+before an edge's first one cannot be told from frames sent before it matched).
 
-Example: ``./laecips soak --robots 4 --rate 10 --minutes 10 --out reports/soak.json``.
+``--hostile`` adds #17's attacker: a peer in its own process without the key
+(laecips_tools.hostile_peer: PNG bombs, malformed, forged and replayed labels, unsigned
+pushes) while the nodes share an HMAC key, plus camera bursts (``--burst`` frames back to
+back on one robot every ``--burst-period`` s, from the robots' own camera publisher). The
+report then says, per attack, how many were sent and where they were counted
+(``attacks``); ``every_attack_counted`` is the check, with nothing crashed and every frame
+accounted.
+
+Example: ``./laecips soak --robots 4 --rate 10 --minutes 10 --out reports/soak.json``;
+``./laecips soak --robots 4 --minutes 10 --hostile --out docs/bench/soak_hostile.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -98,9 +110,9 @@ def frames(camvid: str | None, n: int = 24) -> list[np.ndarray]:
     return [f.rgb() for f in got[::step][:n]]
 
 
-def accounted(published: int, m) -> bool:
+def accounted(published: int, m, base: int = 0) -> bool:
     """Every published frame: received and handled, or counted lost in DDS (EdgeStats)."""
-    return (published == m.frames_in + m.camera_lost
+    return (published == m.frames_in + m.camera_lost - base
             and m.frames_in == m.masks_out + m.skipped + m.rejected)
 
 
@@ -121,7 +133,11 @@ class Cameras:
                      for r in robots}
         self.msgs = [codecs.array_to_image(im, Image, 'rgb8') for im in images]
         self.sent = dict.fromkeys(robots, 0)
+        # Per robot: frames_in + camera_lost when counting started (handshake), and the frames
+        # published before it, which the accounting leaves out.
+        self.base = dict.fromkeys(robots, 0)
         self.edge: dict[str, object] = {}
+        self.edge_reports = dict.fromkeys(robots, 0)
         self.cloud = None
         self.pushes: list[tuple[str, int, bool]] = []
         self.lock = threading.Lock()
@@ -137,6 +153,48 @@ class Cameras:
     def _on_edge(self, m) -> None:
         with self.lock:
             self.edge[m.robot_id] = m
+            if m.robot_id in self.edge_reports:
+                self.edge_reports[m.robot_id] += 1
+
+    def handshake(self, timeout: float = 120.0) -> None:
+        """Send frames slowly until every edge has one, then take each edge's baseline."""
+        deadline = time.monotonic() + timeout
+        i = 0
+
+        def each_got_one() -> bool:
+            with self.lock:
+                return all(r in self.edge and self.edge[r].frames_in > 0 for r in self.sent)
+        while not each_got_one():
+            if time.monotonic() > deadline:
+                raise RuntimeError('an edge received no camera frame')
+            self.publish(i)
+            i += 1
+            time.sleep(0.2)  # pacing the camera
+        with self.lock:
+            seen = dict(self.edge_reports)
+
+        def idle() -> bool:  # two reports after the last frame, nothing in flight
+            with self.lock:
+                return all(self.edge_reports[r] >= seen[r] + 2 and self.edge[r].frames_in
+                           == self.edge[r].masks_out + self.edge[r].skipped
+                           + self.edge[r].rejected for r in self.sent)
+        while not idle():
+            if time.monotonic() > deadline:
+                raise RuntimeError('the edges did not settle after the first frames')
+            time.sleep(0.1)
+        with self.lock:
+            for r in self.sent:
+                self.base[r] = int(self.edge[r].frames_in + self.edge[r].camera_lost)
+                self.sent[r] = 0
+
+    def burst(self, robot: str, n: int) -> None:
+        """Publish ``n`` frames back to back on ``robot``'s camera (a camera burst)."""
+        pub, msg = self.pubs[robot], self.msgs[0]
+        msg.header.frame_id = f'{robot}_camera'
+        for _ in range(n):
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+            pub.publish(msg)
+            self.sent[robot] += 1
 
     def ready(self) -> bool:
         return all(p.get_subscription_count() > 0 for p in self.pubs.values())
@@ -151,7 +209,7 @@ class Cameras:
 
     def settled(self) -> bool:
         with self.lock:
-            return all(r in self.edge and accounted(n, self.edge[r])
+            return all(r in self.edge and accounted(n, self.edge[r], self.base[r])
                        for r, n in self.sent.items())
 
     def close(self) -> None:
@@ -168,6 +226,13 @@ def run(args: argparse.Namespace) -> dict:
             '--set', 'edge.image_qos=reliable', '--set', 'edge.stats_period=1.0']
     for r in robots:
         argv += ['--robot-id', r]
+    keydir = tempfile.TemporaryDirectory(prefix='laecips_soak_')
+    if args.hostile:  # the nodes share a key the attacker does not have
+        key = Path(keydir.name) / 'push.key'
+        key.write_bytes(os.urandom(32))
+        key.chmod(0o600)
+        for node in ('edge', 'cloud_bridge', 'trainer'):
+            argv += ['--set', f'{node}.hmac_key_file={key}']
     for s in args.set:
         argv += ['--set', s]
     log = open(args.log, 'w') if args.log else subprocess.DEVNULL
@@ -176,7 +241,11 @@ def run(args: argparse.Namespace) -> dict:
     cams = Cameras(robots, frames(args.camvid))
     series: dict[str, list[tuple[float, int]]] = {}
     out: dict = {'robots': args.robots, 'rate_hz': args.rate, 'minutes': args.minutes,
-                 'warmup_minutes': args.warmup}
+                 'warmup_minutes': args.warmup, 'hostile': args.hostile,
+                 'loadavg_start': os.getloadavg()}
+    hostile = None
+    hostile_out = Path(keydir.name) / 'hostile.json'
+    bursts = {'bursts': 0, 'frames': 0}
     try:
         t_wait = time.monotonic() + 300
         while not cams.ready():
@@ -185,13 +254,27 @@ def run(args: argparse.Namespace) -> dict:
             time.sleep(0.2)
         pids = {label(c): p for p, c in children(up.pid).items()}
         pids['soak_cameras'] = os.getpid()
+        cams.handshake()
+        if args.hostile:
+            hostile = subprocess.Popen(
+                [sys.executable, '-m', 'laecips_tools.hostile_peer', '--robots',
+                 ','.join(robots), '--seconds', str(max(1.0, args.minutes * 60 - 10)),
+                 '--period', str(args.hostile_period), '--out', str(hostile_out)],
+                stdout=subprocess.DEVNULL, start_new_session=True, stdin=subprocess.DEVNULL)
+            pids['hostile_peer'] = hostile.pid
         t0 = time.monotonic()
         next_sample, i = t0, 0
+        next_burst = t0 + args.burst_period
         while (now := time.monotonic()) < t0 + args.minutes * 60:
             if up.poll() is not None:
                 raise RuntimeError(f'laecips up exited with {up.returncode} (see --log)')
             cams.publish(i)
             i += 1
+            if args.hostile and args.burst and now >= next_burst:
+                cams.burst(robots[bursts['bursts'] % len(robots)], args.burst)
+                bursts['bursts'] += 1
+                bursts['frames'] += args.burst
+                next_burst += args.burst_period
             if now >= next_sample:
                 for name, pid in pids.items():
                     kb = rss_kb(pid)
@@ -200,11 +283,20 @@ def run(args: argparse.Namespace) -> dict:
                 next_sample += args.sample
             time.sleep(max(0.0, t0 + i / args.rate - time.monotonic()))
         out['published_per_robot'] = i
+        if hostile is not None:
+            try:
+                hostile.wait(120)
+            except subprocess.TimeoutExpired:
+                hostile.kill()
         t_end = time.monotonic() + 120
         while not cams.settled() and time.monotonic() < t_end:
             time.sleep(0.5)
         out['settled'] = cams.settled()
+        out['crashed'] = up.poll() is not None  # a node exiting stops laecips up
+        time.sleep(2.5)  # the bridge's next stats message (stats_period 1 s)
     finally:
+        if hostile is not None and hostile.poll() is None:
+            hostile.kill()
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGINT)
             try:
@@ -219,11 +311,15 @@ def run(args: argparse.Namespace) -> dict:
     out['max_growth_pct'] = max((p['growth_pct'] for p in out['processes'].values()
                                  if p['growth_pct'] is not None), default=None)
     keys = ('frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost', 'uploaded',
-            'no_cloud', 'held_back', 'labels_in', 'updates_accepted', 'model_version')
+            'no_cloud', 'held_back', 'labels_in', 'labels_rejected', 'updates_accepted',
+            'updates_rejected', 'model_version')
     # uncounted: published, yet neither received nor reported lost by DDS; 0 when accounted.
-    out['edges'] = {r: {'published': cams.sent[r], **{k: int(getattr(m, k)) for k in keys},
-                        'uncounted': cams.sent[r] - int(m.frames_in) - int(m.camera_lost),
-                        'accounted': accounted(cams.sent[r], m)}
+    # published: frames after the edge's first ones (handshake), from baseline on.
+    out['edges'] = {r: {'published': cams.sent[r], 'baseline': cams.base[r],
+                        **{k: int(getattr(m, k)) for k in keys},
+                        'uncounted': cams.sent[r] + cams.base[r] - int(m.frames_in)
+                        - int(m.camera_lost),
+                        'accounted': accounted(cams.sent[r], m, cams.base[r])}
                     for r, m in sorted(cams.edge.items())}
     c = cams.cloud
     out['cloud'] = {k: int(getattr(c, k)) for k in ('frames_in', 'labels_out', 'dropped_queue',
@@ -233,7 +329,45 @@ def run(args: argparse.Namespace) -> dict:
                                        - c.rejected - c.queue_len)
     out['weight_pushes'] = {r: sum(1 for rr, _, ok in cams.pushes if rr == r and ok)
                             for r in robots}
+    if args.hostile:
+        out['attacks'] = attack_accounting(
+            json.loads(hostile_out.read_text()) if hostile_out.is_file() else None,
+            out['edges'], out['cloud'], bursts)
+    keydir.cleanup()
     return out
+
+
+LABEL_ATTACKS = ('malformed_label', 'forged_label', 'replayed_label')
+PUSH_ATTACKS = ('bad_push', 'policy_push')
+
+
+def attack_accounting(peer: dict | None, edges: dict, cloud: dict, bursts: dict) -> dict:
+    """Set what the attacker sent against where the system counted it."""
+    if peer is None:
+        return {'every_attack_counted': False, 'why': 'the hostile peer wrote no report'}
+    per = peer['sent_per_robot']
+    checks = {
+        # Bridge: a PNG bomb is refused from its header when the worker takes it (rejected);
+        # one dropped from the bridge's full queue before that is in dropped_queue.
+        'png_bomb': {'sent': peer['sent']['png_bomb'],
+                     'counted': cloud.get('rejected', 0) + cloud.get('dropped_queue', 0),
+                     'rejected': cloud.get('rejected', 0)},
+    }
+    for r, e in edges.items():
+        sent = per.get(r, {})
+        checks[f'{r}/labels'] = {'sent': sum(sent.get(k, 0) for k in LABEL_ATTACKS),
+                                 'counted': e['labels_rejected']}
+        checks[f'{r}/pushes'] = {'sent': sum(sent.get(k, 0) for k in PUSH_ATTACKS),
+                                 'counted': e['updates_rejected']}
+    for c in checks.values():  # counters also count other bad input: at least as many
+        c['ok'] = c['counted'] >= c['sent']
+    answers = peer['push_answers']
+    ok = (all(c['ok'] for c in checks.values()) and answers['accepted'] == 0
+          and answers['no_answer'] == 0 and all(e['accounted'] for e in edges.values()))
+    return {'sent': peer['sent'], 'checks': checks, 'push_answers': answers,
+            'accepted_pushes': peer['accepted_pushes'], 'camera_bursts': bursts,
+            'bursts_accounted': all(e['accounted'] for e in edges.values()),
+            'every_attack_counted': ok}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +382,14 @@ def main(argv: list[str] | None = None) -> int:
                    help='parameter override passed to laecips up')
     p.add_argument('--log', default=None, help="file for the nodes' logs")
     p.add_argument('--out', default=None, help='also write the JSON here')
+    p.add_argument('--hostile', action='store_true',
+                   help='a hostile peer attacks meanwhile, the nodes share an HMAC key')
+    p.add_argument('--hostile-period', type=float, default=0.5,
+                   help='seconds between two attacks of the hostile peer')
+    p.add_argument('--burst', type=int, default=300,
+                   help='frames of one camera burst (--hostile; 0: none)')
+    p.add_argument('--burst-period', type=float, default=30.0,
+                   help='seconds between camera bursts (one robot each, in turn)')
     args = p.parse_args(argv)
     # A benchmark of this machine: keep its DDS traffic here unless told otherwise.
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
@@ -260,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     summary['growth_pct'] = {n: p['growth_pct'] for n, p in out['processes'].items()}
     print(json.dumps(summary, indent=1))
     ok = out.get('settled') and all(e['accounted'] for e in out['edges'].values())
+    if args.hostile:
+        ok = ok and out['attacks']['every_attack_counted'] and not out.get('crashed')
     return 0 if ok else 1
 
 
