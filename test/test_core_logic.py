@@ -55,8 +55,9 @@ def _request(data: bytes = b'', version: int = 2, rule: str = '', fmt: str = 'sa
              ) -> Ns:
     return Ns(version=version, format=fmt if data else '',
               sha256=weights.sha256(data) if data else '', weights=data,
-              signature=b'', policy=Ns(rule=rule, keys=['threshold'] if rule else [],
-                                       values=[0.5] if rule else []))
+              signature=b'', policy_version=1,
+              policy=Ns(rule=rule, keys=['threshold'] if rule else [],
+                        values=[0.5] if rule else []))
 
 
 def test_update_gate_checks_before_anything_changes(tmp_path):

@@ -4,6 +4,7 @@
 
 import io
 import threading
+import time
 
 from conftest import wait_until
 import numpy as np
@@ -77,6 +78,8 @@ class Peer:
         req = UpdateWeights.Request(version=version, format='safetensors', weights=data,
                                     sha256=weights.sha256(data) if sha is None else sha)
         req.policy = PolicyMsg(rule=rule, keys=list(keys), values=list(values))
+        if rule:  # each policy push a newer policy version, as the trainer sends them
+            req.policy_version = time.time_ns() // 1000
         if key:
             req.signature = signing.sign_request(key, req, robot)
         return self.ros.call(self.update, req, timeout=60.0)

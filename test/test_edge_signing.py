@@ -29,8 +29,9 @@ def _req(data=b'weights', rule='learned', keys=('w0', 'b'), values=(0.5, -1.0), 
 def test_message_is_the_documented_canonical_json():
     msg = signing.message(**FIELDS)
     # Rebuilt independently from the documented format (module docstring and the .srv).
-    want = json.dumps({'scheme': 'laecips-update/1', 'robot_id': 'robot1', 'version': 7,
+    want = json.dumps({'scheme': 'laecips-update/2', 'robot_id': 'robot1', 'version': 7,
                        'format': 'safetensors', 'weights_sha256': 'ab' * 32,
+                       'base_version': 0, 'base_sha256': '', 'policy_version': 0,
                        'policy': {'rule': 'learned', 'params': [
                            ['b', 'bff0000000000000'], ['threshold', '3fd0000000000000'],
                            ['w0', '3fe0000000000000']]}},
@@ -52,7 +53,9 @@ def test_message_is_the_documented_canonical_json():
     {'rule': 'fixed'}, {'keys': ['w0', 'threshold', 'c']},
     {'values': [0.5, 0.25 + 1e-12, -1.0]},  # the last bit of one value
     {'keys': ['w0', 'threshold'], 'values': [0.5, 0.25]},  # a pair dropped
-], ids=['robot', 'version', 'format', 'weights', 'rule', 'key', 'value', 'dropped'])
+    {'policy_version': 1}, {'base_version': 1}, {'base_sha256': 'cd' * 32},
+], ids=['robot', 'version', 'format', 'weights', 'rule', 'key', 'value', 'dropped',
+        'policy_version', 'base_version', 'base_sha256'])
 def test_any_change_breaks_the_signature(change):
     sig = signing.sign(KEY, **FIELDS)
     assert signing.verify(KEY, sig, **FIELDS)

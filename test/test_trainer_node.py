@@ -59,6 +59,7 @@ def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, r
         'steps_per_round': 1, 'batch': 2, 'val_fraction': 0.25, 'num_threads': 1,
         'service_pattern': '/{robot_id}/fake_edge/update_weights', 'call_timeout': 3.0,
         'retry_initial': 0.5, 'retry_max': 2.0, 'max_attempts': 20,
+        'push_encoding': 'full', 'push_bytes_per_point': 0.0,
         'hmac_key_file': str(tmp_path / 'key')})
     node = rosnode.node
     # This test plays the bridge: labelled frames reach the trainer on the cloud-side topic.
@@ -151,7 +152,7 @@ def test_three_processes_push_swaps_the_edge_model_without_losing_frames(
     procs.node('trainer', 'laecips_cloud.trainer_node', params={
         'weights': str(factory), 'gate_margin': -1.0, 'min_frames': 3, 'steps_per_round': 2,
         'batch': 2, 'val_fraction': 0.25, 'num_threads': 1, 'retry_initial': 0.5,
-        'hmac_key_file': str(key)})
+        'push_bytes_per_point': 0.0, 'hmac_key_file': str(key)})
     node = rosnode.node
     cam = node.create_publisher(Image, '/camera/image_raw', rel)
     masks, stats, pushes = [], [], []
@@ -191,7 +192,9 @@ def test_three_processes_push_swaps_the_edge_model_without_losing_frames(
     assert s.rejected == 0 and s.updates_accepted >= 1  # signed by the trainer, verified
     # The bridge's labels are for frames the edge uploaded, at their size, valid classes.
     assert s.labels_in >= 1 and s.labels_rejected == 0
-    assert s.weight_bytes_in >= push.bytes - 10_000 and push.bytes > 1_000_000
+    # A compact push (a delta over the factory state the edge started with), counted whole.
+    assert push.encoding == 'delta_int8' and push.bytes < push.bytes_full / 3
+    assert push.bytes_full > 3_000_000 and s.weight_bytes_in >= push.bytes - 10_000
     wait_until(lambda: len(masks) >= s.masks_out, 10, 'every mask')
     assert len(masks) == s.masks_out
     ids = [m.header.frame_id for m in masks]

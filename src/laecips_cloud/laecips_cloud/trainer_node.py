@@ -26,7 +26,17 @@ next try waits at least ``call_timeout`` more, so a slow edge can finish first);
 that finds the edge already running the pushed version (an earlier attempt landed late)
 counts as accepted. The candidate is committed only when the edge accepts it. Every
 completed push (accepted or not) is published on ``/laecips/weight_pushes`` with the
-request's serialized size in bytes.
+request's serialized size in bytes and what a full fp32 push would have cost.
+
+Weights go as ``push_encoding`` says: ``full`` (the whole weights file) or a compressed
+delta (``delta_fp16``, ``delta_int8``; ``laecips_core.delta``) over the state the robot's
+edge holds: the trainer keeps, per robot, the state the edge rebuilt from the last accepted
+push (version + digest), starting from the initial weights. An edge holding another base
+(restarted without its state_dir, another trainer) refuses the delta, and the same
+candidate goes again as a full push at once. A candidate is pushed only when its validated
+gain pays for its bytes (``push_bytes_per_point``, ``laecips_core.push_cost``). Every
+request carrying a policy carries a fresh policy version (microseconds since the epoch, and
+above the last the edge reported), which the edge requires to grow.
 """
 
 from __future__ import annotations
@@ -45,10 +55,11 @@ import torch
 
 from laecips_cloud import policy_fit as pf
 from laecips_cloud.distill import Candidate, DistillConfig, Distiller
-from laecips_core import anchor, codecs, diagnostics, fusion, signing, weights
+from laecips_core import anchor, codecs, delta, diagnostics, fusion, push_cost, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.pairing import Joiner, SeqContinuation, backoff_delay
 from laecips_core.policy import Policy, parse_params
+from laecips_core.update_gate import FULL_FORMAT, PushBase
 from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
 from laecips_msgs.msg import Policy as PolicyMsg
@@ -57,6 +68,7 @@ from laecips_ros.diagnostics import Diagnostics
 from laecips_ros.node import check_choices, declare_params, qos, run_node
 
 PUSH_MODES = ('weights_and_policy', 'weights', 'policy')
+PUSH_ENCODINGS = ('full',) + delta.ENCODINGS
 # Seconds between two /diagnostics messages of the trainer.
 DIAGNOSTICS_PERIOD = 1.0
 
@@ -75,6 +87,10 @@ class Push:
     next_try: float = 0.0
     sent_at: float = 0.0
     future: object = None
+    bytes: int = 0  # serialized size of the request
+    encoding: str = ''  # 'full', a delta encoding, '' without weights
+    base: PushBase | None = None  # what the edge holds once it accepts the weights
+    bytes_full: int = 0  # serialized size as a full fp32 push (0 without weights)
 
 
 @dataclass
@@ -90,6 +106,8 @@ class Robot:
     pairs_at_policy_fit: int = 0
     seq: SeqContinuation = field(default_factory=SeqContinuation)  # across edge restarts
     teacher_ok: bool = True  # the latest label's teacher-health verdict
+    edge_base: PushBase | None = None  # the state the edge holds (what deltas apply to)
+    policy_version: int = 0  # the last policy version used or reported by the edge
     pushes: dict = field(default_factory=lambda: {'accepted': 0, 'rejected': 0, 'failed': 0})
 
 
@@ -102,6 +120,11 @@ class TrainerNode(Node):
         'hmac_key_file': ('', 'file holding the shared HMAC key; when set, every push is '
                               'signed and unsigned labels are refused (laecips_core.signing)'),
         'push_mode': ('weights_and_policy', 'weights_and_policy | weights | policy (only)'),
+        'push_encoding': ('delta_int8', 'how weights cross the link: delta_int8 | delta_fp16 '
+                                        '(compressed delta over what the edge holds) | full'),
+        'push_bytes_per_point': (1e6, 'push bytes one point (0.01) of validated gain is worth: '
+                                      'a candidate gaining less than its bytes / this is not '
+                                      'pushed (0: off)', (0.0, 1e15)),
         'gate_margin': (0.005, 'agreement gain (0..1) over the active version needed to push'),
         'gate_metric': ('miou', "'miou' or 'pixel_acc' against the held-out cloud labels"),
         'min_frames': (16, 'training pairs per robot before the first round', (1, 1 << 40)),
@@ -157,7 +180,7 @@ class TrainerNode(Node):
     def __init__(self, **kwargs):
         super().__init__('trainer', **kwargs)
         p = declare_params(self, self.PARAMS)
-        check_choices(p, {'push_mode': PUSH_MODES})
+        check_choices(p, {'push_mode': PUSH_MODES, 'push_encoding': PUSH_ENCODINGS})
         self.p = p
         # A configured key that cannot be read stops the node rather than pushing unsigned.
         self.hmac_key = signing.load_key(p['hmac_key_file']) if p['hmac_key_file'] else None
@@ -167,6 +190,8 @@ class TrainerNode(Node):
         self.state, self.meta = weights.load(path)
         if self.meta is None:
             raise weights.WeightsError(f'{path} carries no LAECIPS metadata')
+        # What a fresh edge holds: the delta base of every robot's first push.
+        self.initial_base = PushBase.of(self.state, self.meta.version)
         self.initial_policy = Policy(p['initial_policy_rule'],
                                      parse_params(p['initial_policy_params']))
         self.cfg = DistillConfig(
@@ -309,7 +334,8 @@ class TrainerNode(Node):
                              rehearsal=self.rehearsal)
             srv = self.p['service_pattern'].format(robot_id=robot_id)
             client = self.create_client(UpdateWeights, srv, callback_group=self.clients_group)
-            robot = Robot(robot_id, dist, self.initial_policy, client)
+            robot = Robot(robot_id, dist, self.initial_policy, client,
+                          edge_base=self.initial_base)
             self.robots[robot_id] = robot
         self.get_logger().info(f'new robot {robot_id!r}: own model from v{self.meta.version}, '
                                f'updates via {srv}')
@@ -325,17 +351,48 @@ class TrainerNode(Node):
         if self.p['push_mode'] == 'weights_and_policy':
             policy = self._fit_policy(robot, cand.state)
         m = self.p['gate_metric']
-        # WeightPush reports pixel accuracy (its definition); the gate may use mIoU.
-        push = Push(self._request(robot, cand.version, cand.data, cand.sha256, policy), cand,
-                    policy, cand.val_before.get('pixel_acc', math.nan),
-                    cand.val_after.get('pixel_acc', math.nan))
+        with self.push_lock:
+            base = robot.edge_base
+        push = self._weights_push(robot, cand, policy, self.p['push_encoding'], base)
+        gain = cand.val_after.get(m, math.nan) - cand.val_before.get(m, math.nan)
+        verdict = push_cost.pays(gain, push.bytes, self.p['push_bytes_per_point'])
         self.get_logger().info(
-            f'{robot.robot_id}: candidate v{cand.version} ({len(cand.data)} bytes), '
-            f'{m} vs cloud {cand.val_before.get(m, math.nan):.4f} -> '
-            f'{cand.val_after.get(m, math.nan):.4f} after {cand.steps} steps on '
-            f'{cand.frames_seen} frames')
+            f'{robot.robot_id}: candidate v{cand.version} ({push.encoding} push {push.bytes} '
+            f'bytes, full {push.bytes_full}), {m} vs cloud '
+            f'{cand.val_before.get(m, math.nan):.4f} -> {cand.val_after.get(m, math.nan):.4f} '
+            f'after {cand.steps} steps on {cand.frames_seen} frames')
+        if not verdict.push:  # the student trains on; a later candidate may pay
+            self.get_logger().info(f'{robot.robot_id}: candidate v{cand.version} not pushed: '
+                                   f'{verdict.reason}')
+            robot.distiller.reject(cand)
+            return
         with self.push_lock:
             robot.push = push
+
+    def _weights_push(self, robot: Robot, cand: Candidate, policy: Policy | None,
+                      encoding: str, base: PushBase | None, policy_version: int = 0) -> Push:
+        """Return the push of ``cand`` as ``encoding`` (a delta over ``base`` when given)."""
+        full = self._request(robot, cand.version, cand.data, cand.sha256, policy,
+                             policy_version=policy_version)
+        bytes_full = len(serialize_message(full))
+        # WeightPush reports pixel accuracy (its definition); the gate may use mIoU.
+        acc = (cand.val_before.get('pixel_acc', math.nan),
+               cand.val_after.get('pixel_acc', math.nan))
+        if encoding == 'full' or base is None:
+            push = Push(full, cand, policy, *acc, encoding='full',
+                        base=PushBase(cand.version, delta.state_sha256(cand.state), cand.state),
+                        bytes_full=bytes_full)
+        else:
+            blob = delta.encode(cand.state, base.state, encoding)
+            rebuilt = delta.apply(base.state, blob)  # exactly what the edge will hold
+            digest = delta.state_sha256(rebuilt)
+            req = self._request(robot, cand.version, blob, digest, policy,
+                                fmt=delta.FORMAT, base=base,
+                                policy_version=full.policy_version)
+            push = Push(req, cand, policy, *acc, encoding=encoding,
+                        base=PushBase(cand.version, digest, rebuilt), bytes_full=bytes_full)
+        push.bytes = len(serialize_message(push.request))
+        return push
 
     def _fit_policy(self, robot: Robot, state: dict) -> Policy | None:
         try:
@@ -350,16 +407,27 @@ class TrainerNode(Node):
         return fit.policy
 
     def _request(self, robot: Robot, version: int, data: bytes, sha: str,
-                 policy: Policy | None) -> UpdateWeights.Request:
-        req = UpdateWeights.Request(version=int(version), format='safetensors' if data else '',
+                 policy: Policy | None, fmt: str = FULL_FORMAT, base: PushBase | None = None,
+                 policy_version: int = 0) -> UpdateWeights.Request:
+        req = UpdateWeights.Request(version=int(version), format=fmt if data else '',
                                     sha256=sha if data else '')
         req.weights = array.array('B', data)  # a memcpy; bytes would be checked per element
+        if base is not None and data and fmt == delta.FORMAT:
+            req.base_version, req.base_sha256 = int(base.version), base.sha256
         if policy is not None:
             keys, values = policy.to_lists()
             req.policy = PolicyMsg(rule=policy.rule, keys=keys, values=values)
+            req.policy_version = policy_version or self._next_policy_version(robot)
         if self.hmac_key is not None:
             req.signature = signing.sign_request(self.hmac_key, req, robot.robot_id)
         return req
+
+    def _next_policy_version(self, robot: Robot) -> int:
+        # Wall-clock microseconds keep versions growing across trainer restarts; the edge's
+        # reported last version (robot.policy_version) covers a clock that went back.
+        with self.push_lock:
+            robot.policy_version = max(robot.policy_version + 1, time.time_ns() // 1000)
+            return robot.policy_version
 
     def _policy_only(self, robot: Robot) -> None:
         d = robot.distiller
@@ -437,10 +505,26 @@ class TrainerNode(Node):
                 self._retry(robot, push, f'call failed: {e!r}')
                 return
             accepted, reason = res.accepted, res.reason
+            robot.policy_version = max(robot.policy_version, int(res.active_policy_version))
             if (not accepted and push.attempts > 1 and push.request.weights
                     and res.active_version == push.request.version):
                 # An abandoned (timed-out) attempt was applied after all: same version.
                 accepted, reason = True, f'ok (applied by an earlier attempt; edge: {reason})'
+            if (not accepted and push.encoding in delta.ENCODINGS
+                    and res.active_sha256 != push.request.base_sha256):
+                # The edge holds another base (restarted, or never had ours): the bytes
+                # crossed the link, so the refusal is published; the same candidate goes
+                # again whole, at once.
+                self._publish(robot, push, False, reason, res.active_version)
+                robot.pushes['rejected'] += 1
+                robot.edge_base = None
+                robot.push = self._weights_push(robot, push.candidate, push.policy, 'full',
+                                                None)
+                self.get_logger().info(f'{robot.robot_id}: edge holds base '
+                                       f'{res.active_sha256[:12]}, not '
+                                       f'{push.request.base_sha256[:12]}: sending '
+                                       f'v{push.request.version} as a full push')
+                return
             robot.pushes['accepted' if accepted else 'rejected'] += 1
             self._finish(robot, push, accepted, reason, res.active_version)
 
@@ -449,6 +533,8 @@ class TrainerNode(Node):
         d = robot.distiller
         if push.candidate is not None:
             if accepted:
+                if push.base is not None:  # before commit: the next candidate deltas on it
+                    robot.edge_base = push.base
                 d.commit(push.candidate)
             else:
                 d.reject(push.candidate)
@@ -456,9 +542,22 @@ class TrainerNode(Node):
                 d.ensure_version_above(active)
         if accepted and push.policy is not None:
             robot.policy = push.policy
+        msg = self._publish(robot, push, accepted, reason, active)
+        log = self.get_logger().info if accepted else self.get_logger().warning
+        log(f'{robot.robot_id}: update v{push.request.version} ({msg.bytes} bytes, '
+            f'{push.encoding or "policy"}) {"accepted" if accepted else "rejected"}: {reason}; '
+            f'edge active v{active}')
+        if robot.push is push:
+            robot.push = None
+
+    def _publish(self, robot: Robot, push: Push, accepted: bool, reason: str,
+                 active: int) -> WeightPush:
+        """Publish one completed call on /laecips/weight_pushes (the bytes that crossed)."""
+        d = robot.distiller
         msg = WeightPush(stamp=self.get_clock().now().to_msg(), robot_id=robot.robot_id,
                          version=push.request.version, active_version=int(active),
                          bytes=len(serialize_message(push.request)), accepted=bool(accepted),
+                         encoding=push.encoding, bytes_full=int(push.bytes_full),
                          reason=str(reason), val_before=float(push.val_before),
                          val_after=float(push.val_after), steps=d.steps,
                          frames_seen=d.frames_seen, policy=push.request.policy,
@@ -466,11 +565,7 @@ class TrainerNode(Node):
                                            if push.candidate else math.nan),
                          anchor_miou_factory=float(d.anchor_factory.get('miou', math.nan)))
         self.pub_push.publish(msg)
-        log = self.get_logger().info if accepted else self.get_logger().warning
-        log(f'{robot.robot_id}: update v{push.request.version} ({msg.bytes} bytes) '
-            f'{"accepted" if accepted else "rejected"}: {reason}; edge active v{active}')
-        if robot.push is push:
-            robot.push = None
+        return msg
 
     def close(self) -> None:
         """Stop every robot's training thread."""

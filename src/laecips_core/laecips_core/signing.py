@@ -4,23 +4,30 @@
 HMAC-SHA256 signatures of ``UpdateWeights`` requests, with a shared key read from a file.
 
 The signature covers everything a request changes on the edge: the robot it is meant for,
-the version, the weight format and bytes (through their SHA-256) and the whole policy (rule
-and every key/value). The signed message is the ASCII bytes of::
+the version, the weight format and bytes (through their SHA-256), a delta's base (version
+and state digest), the whole policy (rule and every key/value) and the policy
+version. The signed message is the ASCII bytes of::
 
-    json.dumps({'scheme': 'laecips-update/1', 'robot_id': <str>, 'version': <int>,
+    json.dumps({'scheme': 'laecips-update/2', 'robot_id': <str>, 'version': <int>,
                 'format': <str>, 'weights_sha256': <lowercase hex SHA-256 of the weight
-                bytes, '' when there are none>,
+                bytes, '' when there are none>, 'base_version': <int>,
+                'base_sha256': <str>,
+                'policy_version': <int>,
                 'policy': {'rule': <str>, 'params': [[<key>, <value>], ...]}},
                sort_keys=True, separators=(',', ':'), ensure_ascii=True)
 
 where ``params`` lists the policy's (key, value) pairs sorted by key (pairs with equal keys
 keep their order) and each value is the 16 lowercase hex digits of its IEEE 754 binary64
 big-endian bytes, so every implementation formats floats alike and exactly. The signature
-is the lowercase hex HMAC-SHA256 of the message under the key. The SHA-256 is computed
-from the weight bytes themselves, never taken from the request's ``sha256`` field.
+is the lowercase hex HMAC-SHA256 of the message under the key. ``weights_sha256`` is
+computed from the weight bytes themselves, never taken from the request's ``sha256`` field
+(which is not signed: the signed bytes and base fix what a delta rebuilds, and the edge
+checks the rebuilt state's digest against it).
 
 Binding ``robot_id`` keeps a push signed for one robot from being replayed to another
-that shares the key; replaying an old weight push fails the edge's version check.
+that shares the key; replaying an old weight push fails the edge's version check, an old
+policy push its policy-version check (scheme 2; scheme 1 signed no policy version, so a
+captured policy-only push could be replayed).
 
 Keys live in files (``load_key``): a key given as a parameter or on a command line ends up
 in params files, ``ps`` output and launch logs.
@@ -36,7 +43,7 @@ from pathlib import Path
 import struct
 from typing import Iterable
 
-SCHEME = 'laecips-update/1'
+SCHEME = 'laecips-update/2'
 # A key file larger than this is a wrong path (a weights file, a log), not a key.
 MAX_KEY_BYTES = 4096
 
@@ -71,7 +78,8 @@ def _hex_float(value: float) -> str:
 
 
 def message(robot_id: str, version: int, fmt: str, weights_sha256: str, rule: str,
-            keys: Iterable[str], values: Iterable[float]) -> bytes:
+            keys: Iterable[str], values: Iterable[float], *, base_version: int = 0,
+            base_sha256: str = '', policy_version: int = 0) -> bytes:
     """Return the canonical signed bytes (see the module docstring)."""
     keys, values = list(keys), list(values)
     if len(keys) != len(values):  # a pair would be dropped by zip: sign nothing ambiguous
@@ -80,26 +88,28 @@ def message(robot_id: str, version: int, fmt: str, weights_sha256: str, rule: st
                    key=lambda kv: kv[0])
     doc = {'scheme': SCHEME, 'robot_id': str(robot_id), 'version': int(version),
            'format': str(fmt), 'weights_sha256': str(weights_sha256),
+           'base_version': int(base_version), 'base_sha256': str(base_sha256),
+           'policy_version': int(policy_version),
            'policy': {'rule': str(rule), 'params': [list(kv) for kv in pairs]}}
     return json.dumps(doc, sort_keys=True, separators=(',', ':'),
                       ensure_ascii=True).encode('ascii')
 
 
 def sign(key: bytes, robot_id: str, version: int, fmt: str, weights_sha256: str, rule: str,
-         keys: Iterable[str], values: Iterable[float]) -> str:
-    """Return the lowercase hex HMAC-SHA256 of :func:`message` under ``key``."""
+         keys: Iterable[str], values: Iterable[float], **extra) -> str:
+    """Return the lowercase hex HMAC-SHA256 of :func:`message` (``extra``: its keywords)."""
     if not key:
         raise SigningError('empty signing key')
-    msg = message(robot_id, version, fmt, weights_sha256, rule, keys, values)
+    msg = message(robot_id, version, fmt, weights_sha256, rule, keys, values, **extra)
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
 def verify(key: bytes, signature: str, robot_id: str, version: int, fmt: str,
            weights_sha256: str, rule: str, keys: Iterable[str],
-           values: Iterable[float]) -> bool:
+           values: Iterable[float], **extra) -> bool:
     """Return True when ``signature`` is the signature of these fields (constant time)."""
     try:
-        want = sign(key, robot_id, version, fmt, weights_sha256, rule, keys, values)
+        want = sign(key, robot_id, version, fmt, weights_sha256, rule, keys, values, **extra)
     except SigningError:
         return False
     # Compare as ASCII bytes: compare_digest refuses non-ASCII str, and a signature field
@@ -113,26 +123,32 @@ def weights_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest() if len(data) else ''
 
 
-def _request_fields(req, robot_id: str) -> tuple:
+def _request_fields(req, robot_id: str) -> tuple[tuple, dict]:
     # Duck-typed on laecips_msgs/srv/UpdateWeights.Request, so this module needs no ROS.
     data = req.weights
     data = data.tobytes() if hasattr(data, 'tobytes') else bytes(data)
+    extra = {'base_version': int(getattr(req, 'base_version', 0)),
+             'base_sha256': str(getattr(req, 'base_sha256', '')),
+             'policy_version': int(getattr(req, 'policy_version', 0))}
     return (robot_id, int(req.version), str(req.format), weights_digest(data),
-            str(req.policy.rule), list(req.policy.keys), list(req.policy.values))
+            str(req.policy.rule), list(req.policy.keys), list(req.policy.values)), extra
 
 
 def sign_request(key: bytes, req, robot_id: str) -> str:
     """Return the signature of an UpdateWeights request meant for ``robot_id``."""
-    return sign(key, *_request_fields(req, robot_id))
+    args, extra = _request_fields(req, robot_id)
+    return sign(key, *args, **extra)
 
 
 def verify_request(key: bytes, req, robot_id: str) -> None:
     """Raise SigningError unless ``req.signature`` signs ``req`` for ``robot_id``."""
     if not str(req.signature).strip():
         raise SigningError('unsigned request refused: this edge requires an HMAC signature')
-    if not verify(key, req.signature, *_request_fields(req, robot_id)):
+    args, extra = _request_fields(req, robot_id)
+    if not verify(key, req.signature, *args, **extra):
         raise SigningError("bad signature: not signed with this edge's key, or the robot, "
-                           'version, weights or policy changed after signing')
+                           'version, weights, delta base or policy (or its version) '
+                           'changed after signing')
 
 
 LABEL_SCHEME = 'laecips-label/1'

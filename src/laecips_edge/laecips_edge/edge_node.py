@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 import json
 import math
+import os
 import re
 import threading
 import time
@@ -43,7 +44,7 @@ from laecips_core import codecs, diagnostics, fusion, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.camera_loss import CameraLoss
 from laecips_core.policy import Backoff, Budget, Policy, PolicyError, parse_params
-from laecips_core.update_gate import check_update
+from laecips_core.update_gate import PolicyVersions, PushBase, check_update
 from laecips_edge import engine
 from laecips_edge.factory import factory_weights
 from laecips_msgs.msg import ClassMap, CloudLabel, CloudStats, EdgeStats, HardFrame
@@ -95,6 +96,10 @@ class EdgeNode(Node):
         'send_edge_label': (False, 'attach the edge label map (PNG) to hard frames'),
         'robot_id': ('', 'robot id; empty = the namespace without the leading /'),
         'state_dir': ('', 'folder persisting accepted weights, version and policy; empty = off'),
+        'policy_version_file': ('', 'file keeping the last accepted policy version across '
+                                    'restarts (replays refused); empty: <state_dir>/'
+                                    'policy_version.json, or $ROS_HOME (~/.ros)/laecips/'
+                                    '<robot_id>/policy_version.json without a state_dir'),
         'stats_period': (1.0, 'seconds between /laecips/stats and /diagnostics messages',
                          (0.01, 3600.0)),
         'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_core.signing); when '
@@ -146,6 +151,10 @@ class EdgeNode(Node):
                 raise weights.WeightsError(f'{p["base_weights"]} carries no LAECIPS metadata')
             self.segmenter.set_base(meta, sd)
         self.budget = Budget.of(self.policy)  # the policy's upload budget, if it has one
+        # What the trainer last sent (the delta base), apart from the live model, whose
+        # normalisation statistics may be adapted here; and the policy versions accepted.
+        self.push_base = PushBase.of(self.segmenter.state_dict(), self.segmenter.version)
+        self.policy_versions = PolicyVersions(self._policy_version_path(p))
         self.backoff = Backoff()  # the cloud's back-pressure (guarded by self.lock)
         self.get_logger().info(
             f'robot {self.robot_id}: {self.segmenter.meta.arch} v{self.segmenter.version} '
@@ -247,13 +256,22 @@ class EdgeNode(Node):
             raise weights.WeightsError(f'weights are for {seg.meta.arch}, not {p["arch"]}')
         return seg, policy
 
+    def _policy_version_path(self, p: dict) -> str:
+        if p['policy_version_file']:
+            return p['policy_version_file']
+        if p['state_dir']:
+            return os.path.join(p['state_dir'], 'policy_version.json')
+        home = os.environ.get('ROS_HOME') or os.path.join(os.path.expanduser('~'), '.ros')
+        return os.path.join(home, 'laecips', re.sub(r'[^A-Za-z0-9_.-]', '_', self.robot_id),
+                            'policy_version.json')
+
     def _persist(self) -> None:
         if not self.p['state_dir']:
             return
         meta = self.segmenter.meta
-        meta = weights.WeightsMeta(**{**meta.__dict__, 'version': self.segmenter.version})
-        try:
-            weights.save_state(self.p['state_dir'], self.segmenter.state_dict(), meta,
+        meta = weights.WeightsMeta(**{**meta.__dict__, 'version': self.push_base.version})
+        try:  # the state pushed (the delta base), not what the edge adapted since
+            weights.save_state(self.p['state_dir'], self.push_base.state, meta,
                                self.policy.to_dict())
         except OSError as e:  # the update is live; only the restart would lose it
             self.get_logger().error(f'could not persist v{meta.version}: {e}')
@@ -529,6 +547,8 @@ class EdgeNode(Node):
         engine.release_memory()  # see there: RSS would ratchet up with every push
         res.reason = reason if not res.accepted else 'ok'
         res.active_version = self.segmenter.version
+        res.active_sha256 = self.push_base.sha256
+        res.active_policy_version = self.policy_versions.last
         text = (f'update v{req.version} ({len(req.weights)} bytes, rule '
                 f'{req.policy.rule[:40]!r}) {"accepted" if res.accepted else "rejected"}: '
                 f'{res.reason}; active v{res.active_version}')
@@ -542,13 +562,21 @@ class EdgeNode(Node):
     def _apply_update(self, req: UpdateWeights.Request) -> str:
         # Everything is checked before anything changes, so a rejection changes nothing.
         up = check_update(req, self.segmenter.version, self.p['max_update_bytes'],
-                          self.hmac_key, self.robot_id)
+                          self.hmac_key, self.robot_id, self.push_base,
+                          self.policy_versions.last)
         policy, data = up.policy, up.data
         prepared = (self.segmenter.prepare(up.state, req.version, up.meta)
                     if up.state is not None else None)
         with self.swap_lock:
+            if policy is not None:  # on disk before it acts: a restart never forgets it
+                try:
+                    self.policy_versions.accept(up.policy_version)
+                except OSError as e:
+                    raise ValueError(f'cannot record policy version {up.policy_version}: '
+                                     f'{e}') from e
             if prepared is not None:
                 self.segmenter.commit(prepared)
+                self.push_base = up.base
             if policy is not None:
                 self.policy = policy
                 with self.lock:

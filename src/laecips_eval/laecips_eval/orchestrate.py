@@ -140,7 +140,8 @@ def run_system(sys_: systems.System, args: argparse.Namespace, runner: Runner, b
     if sys_.trainer:
         # The trainer must know the policy the edge starts with (upload propensities).
         tparams = {'initial_policy_rule': sys_.rule,
-                   'initial_policy_params': sys_.policy_params(), **args.trainer_params}
+                   'initial_policy_params': sys_.policy_params(), **args.trainer_params,
+                   **sys_.trainer_params}
         runner.start(f'{tag}.trainer', 'cloud', ['nice', '-n', str(args.trainer_nice)]
                      + node_argv('trainer', tparams, modules=args.modules))
         live.append(f'{tag}.trainer')

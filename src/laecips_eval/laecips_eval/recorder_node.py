@@ -155,6 +155,7 @@ class RecorderNode(Node):
         push = {'t_ns': time.time_ns(), 'stamp_ns': _stamp_ns(msg.stamp),
                 'version': msg.version, 'active_version': msg.active_version,
                 'bytes': msg.bytes, 'accepted': msg.accepted, 'reason': msg.reason,
+                'encoding': msg.encoding, 'bytes_full': msg.bytes_full,
                 'val_before': msg.val_before, 'val_after': msg.val_after,
                 'steps': msg.steps, 'frames_seen': msg.frames_seen,
                 'policy': {'rule': msg.policy.rule,

@@ -91,6 +91,15 @@ def summarize(run: dict) -> dict:
     out['weight_pushes_accepted'] = sum(1 for p in pushes if p.get('accepted'))
     out['weight_bytes'] = sum(int(p.get('bytes', 0)) for p in pushes)
     out['weight_bytes_per_frame'] = out['weight_bytes'] / n
+    # Accepted pushes that carried weights (policy-only pushes count in the total only):
+    # their mean serialized size, and what a full fp32 push of the same model costs.
+    # Runs recorded before WeightPush.encoding existed: every accepted push, all full.
+    carrying = [p for p in pushes if p.get('accepted')
+                and (p.get('encoding') or 'encoding' not in p)]
+    out['push_bytes_mean'] = (float(np.mean([int(p['bytes']) for p in carrying]))
+                              if carrying else math.nan)
+    fulls = [int(p.get('bytes_full') or p['bytes']) for p in carrying]
+    out['push_bytes_full'] = float(np.mean(fulls)) if fulls else math.nan
     # Everything that crossed the link, per camera frame: frames up, labels down, pushes.
     out['total_bytes_per_frame'] = (out['bytes_up_per_frame'] + out['bytes_down_per_frame']
                                     + out['weight_bytes_per_frame'])

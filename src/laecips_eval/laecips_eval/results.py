@@ -32,15 +32,27 @@ def goals(rows: dict[str, dict], labels: dict[str, str], link: bool) -> list[str
     if e and c and lae:
         gap = c['miou_all'] - e['miou_all']
         rec = (lae['miou_all'] - e['miou_all']) / gap if gap > 0 else math.nan
-        up = lae['bytes_up_per_frame'] / c['bytes_up_per_frame'] \
-            if c['bytes_up_per_frame'] else math.nan
+        # Every byte (#14): frames up, labels down, weight and policy pushes.
+        up = lae['total_bytes_per_frame'] / c['total_bytes_per_frame'] \
+            if c['total_bytes_per_frame'] else math.nan
         out.append(f'- overall gap recovered: {rec:.0%} of cloud-only - edge-only '
-                   f"({gap:.1f} mIoU) with {up:.0%} of cloud-only's upload bytes (goal >= 70 % "
+                   f"({gap:.1f} mIoU) with {up:.0%} of cloud-only's total bytes (goal >= 70 % "
                    f'with <= 30 %): {"met" if rec >= 0.7 and up <= 0.3 else "not met"}')
         if link:
             ratio = lae['latency_mean_ms'] / c['latency_mean_ms']
             out.append(f'- mean latency over the link: {ratio:.2f} x cloud-only '
                        f'(goal <= 0.5): {"met" if ratio <= 0.5 else "not met"}')
+    if lae and lae.get('push_bytes_full', 0) > 0:
+        frac = lae['push_bytes_mean'] / lae['push_bytes_full']
+        line = (f'- mean weight push {lae["push_bytes_mean"]:,.0f} B: {frac:.1%} of a full fp32 '
+                f'push ({lae["push_bytes_full"]:,.0f} B; goal <= 5 %')
+        met = frac <= 0.05
+        full = row('laecips_full')
+        if full:
+            d = lae['edge_miou_scoring'] - full['edge_miou_scoring']
+            line += f', edge model {scoring} {d:+.1f} mIoU vs full pushes, goal >= -1'
+            met = met and d >= -1
+        out.append(line + f'): {"met" if met else "not met"}')
     for name in ('random', 'fixed_matched', 'entropy'):
         b = row(name)
         if lae and b:

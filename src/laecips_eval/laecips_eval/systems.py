@@ -13,6 +13,9 @@ Each system is the same edge node with another upload policy (``policy_rule`` an
 ``fixed``          the reference rule (Ianvs): p = 0.9, easy = 0.95, at its own upload rate
 ``laecips``        the trainer distils cloud labels into the edge and pushes weights and
                    the evolving (learned) policy; the edge starts from ``laecips_policy``
+``laecips_full``   the same with every weight push a full fp32 weights file (trainer
+                   ``push_encoding`` full, its push-cost rule off so it pushes every gated
+                   candidate): the ablation of compact pushes
 ``random``         rule ``random`` at LAECIPS's realised upload ratio, one run per seed
 ``fixed_matched``  the reference rule with ``easy`` tuned so it uploads LAECIPS's ratio
 ``entropy``        Sedna's cross-entropy filter (upload when the mean normalised entropy
@@ -33,8 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-ORDER = ('edge_only', 'cloud_only', 'fixed', 'laecips', 'random', 'fixed_matched', 'entropy',
-         'entropy_sedna')
+ORDER = ('edge_only', 'cloud_only', 'fixed', 'laecips', 'laecips_full', 'random',
+         'fixed_matched', 'entropy', 'entropy_sedna')
 DEFAULT = ('edge_only', 'cloud_only', 'fixed', 'laecips', 'random', 'fixed_matched',
            'entropy')
 MATCHED = ('random', 'fixed_matched', 'entropy')  # need LAECIPS's realised ratio
@@ -52,6 +55,7 @@ class System:
     trainer: bool = False
     seed: int = 0
     edge: dict = field(default_factory=dict)  # more edge parameters of this system
+    trainer_params: dict = field(default_factory=dict)  # more trainer parameters
 
     def policy_params(self) -> str:
         """Return the edge's ``policy_params`` parameter (k=v,k=v)."""
@@ -115,6 +119,10 @@ def build(name: str, laecips_ratio: float | None = None,
     if name == 'laecips':
         return [System(name, 'LAECIPS', laecips_policy[0], dict(laecips_policy[1]),
                        trainer=True)]
+    if name == 'laecips_full':
+        return [System(name, 'LAECIPS full pushes', laecips_policy[0],
+                       dict(laecips_policy[1]), trainer=True,
+                       trainer_params={'push_encoding': 'full', 'push_bytes_per_point': 0.0})]
     if name == 'random':
         return [System(name, f'random @{r:.0%}', 'random', {'rate': r}, seed=s)
                 for s in range(seeds)]
