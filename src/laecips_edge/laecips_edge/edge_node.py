@@ -40,7 +40,7 @@ from rclpy.serialization import serialize_message
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
-from laecips_core import codecs, diagnostics, fusion, signing, weights
+from laecips_core import bn_adapt, codecs, diagnostics, fusion, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.camera_loss import CameraLoss
 from laecips_core.policy import Backoff, Budget, Policy, PolicyError, parse_params
@@ -77,6 +77,14 @@ class EdgeNode(Node):
         'input_width': (0, "model input width; 0 = the weights' metadata", (0, 16384)),
         'mask_res': ('half', "argmax at 'full', 'model', 'half' or 'native' size, then nearest"),
         'jit': (True, 'trace the model (TorchScript) once; updates load into a second copy'),
+        'bn_momentum': (0.05, 'test-time BatchNorm adaptation: momentum of the statistics '
+                              're-estimated on the stream (edge-local, no bytes); 0 = off',
+                        (0.0, 1.0)),
+        'bn_every': (2, 'BN adaptation observes one frame in N', (1, 1000)),
+        'bn_refresh': (4, 'observed frames between rebuilds of the fast model with the '
+                          'adapted statistics', (1, 1000)),
+        'bn_min_shift': (0.05, 'adapted statistics serve only once the stream is this far '
+                               "(nats, first BN layer) from the model's own", (0.0, 100.0)),
         'input_type': ('image', "'image' (sensor_msgs/Image) or 'compressed'"),
         'camera_topic': (ifc.CAMERA, 'camera topic (/compressed added for compressed, after '
                                      'remapping: a remap of this name moves both)'),
@@ -167,6 +175,7 @@ class EdgeNode(Node):
         self.swap_lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.pending = None  # (msg, seq)
+        self.harm = bn_adapt.HarmCheck()  # does BN adaptation help? (trusted labels)
         self.c = dict.fromkeys(['frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost',
                                 'uploaded', 'bytes_up', 'no_cloud', 'held_back', 'labels_in',
                                 'bytes_down',
@@ -229,7 +238,9 @@ class EdgeNode(Node):
     # --- model and policy -------------------------------------------------------------
     def _load_model(self, p: dict) -> tuple[engine.Segmenter, Policy]:
         opts = engine.Options(mask_res=p['mask_res'], jit=p['jit'], input_size=(
-            (p['input_height'], p['input_width']) if p['input_height'] > 0 else None))
+            (p['input_height'], p['input_width']) if p['input_height'] > 0 else None),
+            bn_momentum=p['bn_momentum'], bn_every=p['bn_every'], bn_refresh=p['bn_refresh'],
+            bn_min_shift=p['bn_min_shift'])
         policy = Policy(p['policy_rule'], parse_params(p['policy_params']))
         if p['state_dir']:
             try:
@@ -348,6 +359,8 @@ class EdgeNode(Node):
             self.latencies.append(latency)
 
     def _upload(self, msg, rgb: np.ndarray, res: engine.Result, seq: int) -> None:
+        # Both BN variants' masks of this frame, for the harm check when its label is back.
+        pair = self.segmenter.adaptation_pair(rgb)
         hf = HardFrame(header=msg.header, robot_id=self.robot_id, seq=seq,
                        hardness=float(1.0 - res.features[0]),
                        features=[float(v) for v in res.features],
@@ -364,7 +377,7 @@ class EdgeNode(Node):
         # Remembered before publishing: the label may come back before publish() returns.
         with self.lock:
             self.uploads[_label_key(seq, msg.header.stamp)] = _Upload(
-                up_rgb.shape[:2], res.small, res.conf, rgb.shape[:2])
+                up_rgb.shape[:2], res.small, res.conf, rgb.shape[:2], pair)
             while len(self.uploads) > UPLOAD_MEMORY:
                 self.uploads.popitem(last=False)
         self.pub_hard.publish(hf)
@@ -423,6 +436,8 @@ class EdgeNode(Node):
                 with self.lock:
                     self.c['labels_untrusted'] += 1
                 return edge
+        if up.pair is not None:
+            self._check_adaptation(label, up.pair)
         if self.p['refine'] == 'replace':
             return label
         edge_conf = codecs.resize_nearest(up.conf, h, w).astype(np.float32) / 255.0
@@ -432,6 +447,17 @@ class EdgeNode(Node):
             self.fused_sum += took
             self.fused_n += 1
         return final
+
+    def _check_adaptation(self, label: np.ndarray, pair: tuple[np.ndarray, np.ndarray]) -> None:
+        """Score both BN variants against a trusted label; switch adaptation as it says."""
+        small = codecs.resize_nearest(label, *pair[0].shape)
+        void = self.segmenter.class_map.void
+        if self.harm.add(*(bn_adapt.agreement(m, small, void) for m in pair)):
+            self.segmenter.use_adapted = self.harm.helps
+            self.get_logger().warning(
+                'BN adaptation ' + ('helps again: serving adapted statistics' if self.harm.helps
+                                    else 'hurts (trusted labels agree less with it): serving '
+                                         "the model's own statistics"))
 
     def _check_label(self, msg: CloudLabel) -> tuple[np.ndarray, '_Upload', np.ndarray | float]:
         # Only labels of frames this node uploaded, at their size: anything else is stale
@@ -609,6 +635,9 @@ class EdgeNode(Node):
         msg.policy = PolicyMsg(rule=policy.rule, keys=keys, values=values)
         msg.threshold = float(policy.threshold)
         msg.cloud_trusted, msg.fused_fraction = bool(self.cloud_trusted), float(fused)
+        bn = self.segmenter.adaptation
+        msg.bn_shift, msg.bn_adapted = float(bn['shift']), bool(bn['serving'])
+        msg.bn_harm_trips = self.harm.trips
         self.pub_stats.publish(msg)
         self.diagnostics.update(msg)
         self._publish_class_map()  # again when an update brought another class map
@@ -637,6 +666,7 @@ class _Upload:
     small: np.ndarray  # its mask at mask_res (uint8 class ids)
     conf: np.ndarray  # that mask's calibrated confidence (uint8, 255 = 1.0)
     frame_shape: tuple[int, int]  # the camera frame's (h, w): ~/mask_refined's size
+    pair: tuple[np.ndarray, np.ndarray] | None = None  # masks with/without adapted BN stats
 
 
 def _label_key(seq: int, stamp) -> tuple[int, int, int]:

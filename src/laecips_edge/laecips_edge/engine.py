@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from laecips_core import codecs, hardness, models, weights
+from laecips_core.bn_adapt import StatsAdapter
 from laecips_core.calibration import IDENTITY, Calibration
 from laecips_core.classes import ClassMap
 
@@ -51,6 +52,13 @@ class Options:
     # 'full' on CamVid test frames, ~3 ms less per frame), 'native' (logits; -0.9 mIoU).
     mask_res: str = 'half'
     input_size: tuple[int, int] | None = None  # override the metadata's (H, W)
+    # Test-time BatchNorm adaptation (laecips_core.bn_adapt): 0 = off; else the running
+    # statistics' momentum, one observed frame in ``bn_every``, and the fast model rebuilt
+    # with the adapted statistics after every ``bn_refresh`` observed frames.
+    bn_momentum: float = 0.0
+    bn_every: int = 2
+    bn_refresh: int = 4
+    bn_min_shift: float = 0.05  # serve adapted statistics only past this shift (nats)
 
 
 @dataclass
@@ -68,6 +76,7 @@ class Result:
     small: np.ndarray | None = None
     conf: np.ndarray | None = None
     expert: str = 'active'  # 'active', or 'base' when the base model answered this frame
+    adapted: bool = False  # the active model ran with statistics adapted on this stream
 
 
 @dataclass
@@ -79,6 +88,8 @@ class _Active:
     # Held while a frame runs on ``model``: a later update that reuses this traced module
     # (see Segmenter._build) waits for a frame still in flight on it.
     busy: threading.Lock = field(default_factory=threading.Lock)
+    adapter: StatsAdapter | None = None  # re-estimates its BatchNorm statistics (edge-local)
+    adapted: bool = False  # this is a copy of an active model with adapted statistics
 
     @cached_property
     def calibration(self) -> Calibration:
@@ -149,6 +160,13 @@ class Segmenter:
         self._active = self._build(meta, state_dict, meta.version)
         self._base: _Active | None = None  # see set_base
         self.base_only = False  # see set_base
+        # Test-time BN adaptation: the active model's twin with adapted statistics, its own
+        # spare traced module, and the switch the edge's harm check flips.
+        self._adapted: _Active | None = None
+        self._adapted_spare: _Active | None = None
+        self.use_adapted = True
+        self.shift = 0.0  # the stream's distance from the active model's statistics
+        self._frames = 0
 
     def set_base(self, meta: weights.WeightsMeta, state_dict: dict[str, torch.Tensor]) -> None:
         """
@@ -159,10 +177,12 @@ class Segmenter:
         the conditions it was adapted to, the base model the ones it was made for, so
         adapting to dusk never costs the day (the trainer's anchor gate checks this pair).
         Twice the inference cost while they differ. ``base_only = True`` answers every frame
-        with the base (the edge sets it while no trusted label can vouch for the stream).
+        with the base instead of pushed weights (the edge sets it while no trusted label can
+        vouch for the stream); statistics adapted on the robot (``bn_momentum``) stay, as
+        they owe nothing to the cloud.
         """
         weights.check_compatible(meta, self._active.meta)
-        base = self._build(meta, state_dict, meta.version)
+        base = self._build(meta, state_dict, meta.version, adapt=False, spare='')
         with self._lock:
             self._base = base
 
@@ -204,7 +224,7 @@ class Segmenter:
         return self._active.state_dict
 
     def _build(self, meta: weights.WeightsMeta, sd: dict[str, torch.Tensor] | None,
-               version: int) -> _Active:
+               version: int, adapt: bool = True, spare: str = '_spare') -> _Active:
         opt = self.options
         model = models.create(meta.arch, meta.num_classes, **meta.arch_cfg)
         if sd is not None:
@@ -213,29 +233,32 @@ class Segmenter:
         else:
             sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.eval()
+        h, w = opt.input_size or meta.input_size
+        example = torch.zeros(1, 3, h, w, device=self.device)
+        adapter = None
+        if adapt and opt.bn_momentum > 0 and not isinstance(model, torch.jit.ScriptModule):
+            adapter = StatsAdapter(model.to(self.device), example, opt.bn_momentum)
         if opt.fuse_bn:
             fuse_bn(model)
         model = model.to(self.device)
-        h, w = opt.input_size or meta.input_size
-        example = torch.zeros(1, 3, h, w, device=self.device)
         if opt.channels_last:
             model = model.to(memory_format=torch.channels_last)
             example = example.contiguous(memory_format=torch.channels_last)
         busy = threading.Lock()
         with torch.inference_mode():
             if opt.jit and not isinstance(model, torch.jit.ScriptModule):
-                model, busy = self._traced(model, example)
+                model, busy = self._traced(model, example, spare)
             for _ in range(2):  # warm-up here, so the first live frame pays nothing
                 out = model(example)
         if out.dim() != 4 or out.shape[1] != meta.num_classes:
             raise weights.WeightsError(f'model output {tuple(out.shape)} is not (B, '
                                        f'{meta.num_classes}, h, w)')
-        return _Active(model, int(version), meta, sd, busy)
+        return _Active(model, int(version), meta, sd, busy, adapter)
 
-    def _traced(self, model: nn.Module, example: torch.Tensor
+    def _traced(self, model: nn.Module, example: torch.Tensor, slot: str = '_spare'
                 ) -> tuple[nn.Module, threading.Lock]:
         """Return a traced module running ``model``'s weights, reusing the spare if it fits."""
-        spare = self._spare
+        spare = getattr(self, slot, None)
         new = model.state_dict()
         if spare is not None:
             old = spare.model.state_dict()
@@ -300,12 +323,20 @@ class Segmenter:
         act, base = self._active, self._base  # one read: a swap affects only the next frame
         h, w = rgb.shape[:2]
         x = self.preprocess(rgb, act.meta)
-        if base is not None and base.version != act.version and self.base_only:
+        self._adapt(act, x)
+        adapted = self._adapted
+        if (self.use_adapted and adapted is not None and adapted.version == act.version
+                and self.shift >= self.options.bn_min_shift):
+            act = adapted
+        # base_only drops pushed weights (no trusted label vouches for them), not the
+        # edge-local statistics, which owe nothing to the cloud.
+        pushed = base is not None and base.version != act.version
+        if pushed and self.base_only:
             out, expert = self._run(base, x, (h, w)), 'base'
         else:
             out = self._run(act, x, (h, w))
             expert = 'active'
-            if base is not None and base.version != act.version:
+            if pushed or (base is not None and act.adapted):
                 other = self._run(base, x, (h, w))
                 if other[3] > out[3]:  # the base is surer of this frame, calibrated
                     out, expert = other, 'base'
@@ -314,7 +345,47 @@ class Segmenter:
             feats = hardness.features(logits)[0]
         return Result(codecs.resize_nearest(small, h, w), feats, ver,
                       logits if want_logits else None, (time.perf_counter() - t0) * 1e3, small,
-                      conf, expert)
+                      conf, expert, act.adapted and expert == 'active')
+
+    def _adapt(self, act: _Active, x: torch.Tensor) -> None:
+        """Observe one frame in ``bn_every``; rebuild the adapted twin every ``bn_refresh``."""
+        ad = act.adapter
+        if ad is None:
+            return
+        self._frames += 1
+        if self._frames % max(1, self.options.bn_every):
+            return
+        ad.observe(x.contiguous())
+        if ad.steps == 0:  # it collapsed and was reset: serve the pushed statistics again
+            self._adapted, self.shift = None, 0.0
+        elif ad.steps % max(1, self.options.bn_refresh) == 0:
+            self.shift = ad.shift()
+            twin = self._build(act.meta, ad.apply(act.state_dict), act.version, adapt=False,
+                               spare='_adapted_spare')
+            twin.adapted = True
+            old, self._adapted = self._adapted, twin
+            if old is not None and old.version == act.version:
+                self._adapted_spare = old
+
+    def adaptation_pair(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Masks (at mask_res) of the active model with and without adapted statistics."""
+        act, adapted = self._active, self._adapted
+        if (adapted is None or adapted.version != act.version
+                or self.shift < self.options.bn_min_shift):
+            return None
+        h, w = rgb.shape[:2]
+        x = self.preprocess(rgb, act.meta)
+        return self._run(adapted, x, (h, w))[1], self._run(act, x, (h, w))[1]
+
+    @property
+    def adaptation(self) -> dict:
+        """State of the BN adaptation (for stats and diagnostics)."""
+        ad = self._active.adapter
+        return {'on': ad is not None, 'steps': ad.steps if ad else 0,
+                'resets': ad.resets if ad else 0, 'shift': self.shift, 'serving': bool(
+                    self.use_adapted and self._adapted is not None
+                    and self._adapted.version == self._active.version
+                    and self.shift >= self.options.bn_min_shift)}
 
     def _run(self, act: _Active, x: torch.Tensor, hw: tuple[int, int]
              ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, float, int]:
