@@ -52,7 +52,7 @@ def test_late_frames_wait_while_fresh_ones_are_labelled():
     lane, batch = s.take(0.95, max_batch=4)
     assert lane == INFERENCE and _tags(batch) == [('r1', 0.9)]
     s.finish(lane, batch, 1.1, seconds=0.2)
-    # Nothing fresh left: the late one goes to the training lane.
+    # Nothing fresh left: the expired one goes to the training lane.
     lane, batch = s.take(1.1, max_batch=4)
     assert lane == TRAINING and _tags(batch) == [('r1', 0.0)]
     s.finish(lane, batch, 1.3, seconds=0.2)
@@ -109,9 +109,11 @@ def test_every_frame_counted_once(ops, max_frames, max_batch, service):
             ids = {e.payload for e in batch}
             assert not ids & seen  # never handed out twice
             seen |= ids
+            if lane == INFERENCE:  # never a frame whose deadline has passed
+                assert all(now < e.deadline for e in batch)
+                if any(now + service * len(batch) > e.deadline + 1e-9 for e in batch):
+                    assert len(batch) == 1  # predicted late: only alone, nothing fresh
             now += service * len(batch)
-            if lane == INFERENCE:  # predicted in time when taken
-                assert all(now <= e.deadline + 1e-9 for e in batch)
             fail = batch[:1] if op == 'fail' else []
             s.finish(lane, batch[len(fail):], now, service * len(batch), failed=fail)
         assert s.waiting() <= max_frames and s.bytes <= 1200
@@ -138,3 +140,17 @@ def test_backoff_halves_on_overload_and_recovers():
     for _ in range(10):
         b.update(False)
     assert b.scale == 1.0 and all(b.admit(True, rng) for _ in range(100))
+
+
+def test_too_slow_for_the_deadline_still_answers_for_inference():
+    # A labeller slower than the deadline: no frame can make it, so the newest unexpired one
+    # goes alone (counted late when it ends past its deadline), not to the training lane.
+    s = Scheduler(100, 10**9, service_s=2.0)
+    s.push(_e('r1', 0.0))
+    s.push(_e('r1', 0.1))
+    lane, batch = s.take(0.2, max_batch=4)
+    assert lane == INFERENCE and _tags(batch) == [('r1', 0.1)]
+    s.finish(lane, batch, 2.2, seconds=2.0)
+    assert s.counts['labelled_late'] == 1
+    lane, batch = s.take(2.2, max_batch=4)
+    assert lane == TRAINING and _tags(batch) == [('r1', 0.0)]

@@ -14,8 +14,11 @@ the labeller on frames already too late while fresh ones wait behind them, so
   machine does not turn predicted-in-time frames late), and every frame in it must still be
   within its deadline then; freshest first, fair across robots (round robin, the robot
   served longest ago first, each giving its newest waiting frame per round);
-* labels a frame past its deadline in the **training** lane only when no frame can make its
-  deadline, one at a time (a fresh frame arriving meanwhile waits at most one frame);
+* when no frame can make its deadline, the newest one whose deadline has not passed yet
+  still goes for inference, alone (a labeller slower than the deadline still answers, late
+  and counted so);
+* labels a frame past its deadline in the **training** lane only when nothing else waits, one
+  at a time (a fresh frame arriving meanwhile waits at most one frame);
 * bounds the waiting frames in number and bytes: beyond either bound the stalest frame goes,
   a late one first, else the oldest of the robot with the most frames waiting (one robot's
   burst evicts its own frames, not the others');
@@ -136,7 +139,9 @@ class Scheduler:
             batch = self._fresh_batch(now, max(1, int(max_batch)))
             lane = INFERENCE
             if not batch:
-                batch, lane = self._late_one(now), TRAINING
+                batch = self._newest_one(now, lambda e: now < e.deadline)
+            if not batch:
+                batch, lane = self._newest_one(now, lambda e: True), TRAINING
             for e in batch:
                 self._remove(e)
             self.in_flight += len(batch)
@@ -166,9 +171,12 @@ class Scheduler:
                 self._served[r] = rnd
         return batch
 
-    def _late_one(self, now: float) -> list[Entry]:
-        # The newest late frame, round robin over robots: closest to what the robot sees now.
-        heads = [(self._served.get(r, 0), r, q[-1]) for r, q in self._robots.items() if q]
+    def _newest_one(self, now: float, ok) -> list[Entry]:
+        # The newest frame passing ``ok``, round robin over robots: closest to what the robot
+        # sees now.
+        heads = [(self._served.get(r, 0), r, next((e for e in reversed(q) if ok(e)), None))
+                 for r, q in self._robots.items()]
+        heads = [h for h in heads if h[2] is not None]
         if not heads:
             return []
         _, r, e = min(heads, key=lambda h: (h[0], h[1]))
