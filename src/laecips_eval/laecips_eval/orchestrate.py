@@ -17,6 +17,7 @@ import json
 import os
 from pathlib import Path
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import time
 
 from laecips_core import interface as ifc
 from laecips_core import nodes
-from laecips_eval import report, systems
+from laecips_eval import final_weights, report, systems
 from laecips_eval.netlink import Link
 
 # Systems whose runs do not depend on LAECIPS's run (--reuse).
@@ -135,6 +136,10 @@ def run_system(sys_: systems.System, args: argparse.Namespace, runner: Runner, b
     edge_params = {'policy_rule': sys_.rule, 'policy_params': sys_.policy_params(),
                    'seed': sys_.seed, 'image_qos': 'reliable', 'num_threads': 1,
                    **sys_.edge, **args.edge_params}
+    state_dir = out_dir / 'runs' / f'{tag}_state'
+    if sys_.trainer:  # the edge keeps its accepted pushes: scored alone after the run
+        shutil.rmtree(state_dir, ignore_errors=True)
+        edge_params['state_dir'] = str(state_dir)
     runner.start(f'{tag}.edge', 'edge', node_argv('edge', edge_params, robot, args.modules))
     live = [f'{tag}.edge'] + (['bridge'] if runner.alive('bridge') else [])
     if sys_.trainer:
@@ -190,6 +195,8 @@ def run_system(sys_: systems.System, args: argparse.Namespace, runner: Runner, b
     run['system'] = {'name': sys_.name, 'label': sys_.label, 'rule': sys_.rule,
                      'params': sys_.params, 'trainer': sys_.trainer, 'seed': sys_.seed}
     run['wall_s'] = time.monotonic() - t0
+    if sys_.trainer:
+        run['edge_final'] = final_weights.score(state_dir, bag)
     result.write_text(json.dumps(run))
     s = report.summarize(run)
     scoring = report.role_names(s)['scoring']

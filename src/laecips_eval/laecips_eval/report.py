@@ -114,7 +114,23 @@ def summarize(run: dict) -> dict:
     for src in ('cloud', 'edge', 'last', 'none'):
         out[f'source_{src}'] = sum(1 for f in frames if f['source'] == src)
     out['late_labels'] = sum(1 for f in frames if f['labelled'] and f['source'] != 'cloud')
+    # The final pushed weights alone, scored after the run per phase (forgetting).
+    for phase, v in (run.get('edge_final') or {}).items():
+        out[f'edge_final_miou_{phase}'] = v
+    out['first_push_s_after_drift'] = first_push_after_drift(frames, pushes)
     return out
+
+
+def first_push_after_drift(frames: Sequence[dict], pushes: Sequence[dict]) -> float:
+    """Seconds from the first frame after the clean phase to the first weight push accepted."""
+    phases = phases_in(frames)
+    drift = [f['stamp_ns'] for f in frames if phases and f['phase'] != phases[0]]
+    if not drift:
+        return math.nan
+    t0 = min(drift)
+    times = [p['t_ns'] for p in pushes if p.get('accepted') and p.get('t_ns', 0) >= t0
+             and (p.get('encoding') or 'encoding' not in p)]
+    return (min(times) - t0) / 1e9 if times else math.nan
 
 
 def average(summaries: Sequence[dict]) -> dict:
@@ -202,6 +218,41 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(clean(data), indent=2))
 
 
+def time_to_adapt(runs: dict[str, dict], out_dir: Path, plt, window: int = 10) -> Path | None:
+    """Plot the edge model's own mIoU against seconds since the drift began."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn = False
+    for i, (name, run) in enumerate(runs.items()):
+        frames = run['frames']
+        phases = phases_in(frames)
+        own = [f for f in frames if f.get('edge_conf')]
+        drift = [f['stamp_ns'] for f in frames if phases and f['phase'] != phases[0]]
+        if not drift or len(own) < len(frames) // 2:
+            continue
+        t0 = min(drift)
+        after = [dict(f, conf=f['edge_conf']) for f in own if f['stamp_ns'] >= t0]
+        if not after:
+            continue
+        ax.plot([(f['stamp_ns'] - t0) / 1e9 for f in after], _rolling_miou(after, window),
+                label=name, ls=STYLES[i % len(STYLES)], lw=1.4)
+        drawn = True
+        for p in run.get('pushes', []):
+            if (p.get('accepted') and (p.get('encoding') or 'encoding' not in p)
+                    and p['t_ns'] >= t0):
+                ax.axvline((p['t_ns'] - t0) / 1e9, color='grey', lw=0.6, ls=':')
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel('seconds since the first drifted frame (dotted: accepted weight pushes)')
+    ax.set_ylabel(f"edge model's own mIoU (%) over the last {window} frames")
+    ax.legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
+    path = out_dir / 'time_to_adapt.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _rolling_miou(frames: list[dict], window: int) -> np.ndarray:
     confs = np.asarray([f['conf'] for f in frames], np.int64)
     csum = np.concatenate([np.zeros((1,) + confs.shape[1:], np.int64), confs.cumsum(0)])
@@ -241,7 +292,7 @@ def plots(runs: dict[str, dict], out_dir: Path, window: int = 20) -> list[Path]:
                         ls=STYLES[i % len(STYLES)], lw=1.4)
             for p in run.get('pushes', []):
                 idx = _frame_at(run['frames'], p['t_ns'])
-                if idx is not None and name.startswith('laecips'):
+                if idx is not None and name.lower().startswith('laecips'):
                     ax.axvline(idx, color='grey', lw=0.6, ls=':')
         for idx, phase in _phase_bounds(first):
             ax.axvline(idx, color='k', lw=0.8)
@@ -253,6 +304,9 @@ def plots(runs: dict[str, dict], out_dir: Path, window: int = 20) -> list[Path]:
         path = out_dir / f'{key}_over_stream.png'
         fig.savefig(path, dpi=110)
         plt.close(fig)
+        files.append(path)
+    path = time_to_adapt(runs, out_dir, plt, window=max(1, w // 2))
+    if path is not None:
         files.append(path)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for i, (name, run) in enumerate(runs.items()):

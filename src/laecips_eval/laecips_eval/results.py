@@ -53,6 +53,21 @@ def goals(rows: dict[str, dict], labels: dict[str, str], link: bool) -> list[str
             line += f', edge model {scoring} {d:+.1f} mIoU vs full pushes, goal >= -1'
             met = met and d >= -1
         out.append(line + f'): {"met" if met else "not met"}')
+    if c and lae:  # the edge learns what the cloud knows (#15)
+        frac = lae['edge_miou_scoring'] / c['miou_scoring'] if c['miou_scoring'] else math.nan
+        out.append(f"- edge model on {scoring} (scoring): {lae['edge_miou_scoring']:.1f} = "
+                   f"{frac:.0%} of cloud-only's {c['miou_scoring']:.1f} (goal >= 90 %): "
+                   f'{"met" if frac >= 0.9 else "not met"}')
+    clean = report.role_names(next(iter(rows.values()), {}))['clean']
+    final = lae.get(f'edge_final_miou_{clean}', math.nan) if lae else math.nan
+    if e and math.isfinite(final):
+        d = final - e['miou_clean']
+        out.append(f'- final pushed weights alone on {clean}: {final:.1f}, {d:+.1f} vs edge-only '
+                   f'(goal >= -1, no forgetting): {"met" if d >= -1 else "not met"}')
+    if lae and 'first_push_s_after_drift' in lae:
+        t = lae['first_push_s_after_drift']
+        out.append(f'- first accepted weight push {t:.0f} s after the first drifted frame '
+                   f'(goal <= 30 s): {"met" if t <= 30 else "not met"}')
     for name in ('random', 'fixed_matched', 'entropy'):
         b = row(name)
         if lae and b:
