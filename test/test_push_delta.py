@@ -163,3 +163,24 @@ def test_push_pays_only_when_the_gain_covers_its_bytes():
     assert not v.push and '0.40 points < 0.50' in v.reason
     assert not push_cost.pays(float('nan'), 10, 2e6).push
     assert push_cost.pays(0.0, 3_000_000, 0).push  # off
+
+
+def test_report_counts_every_push_and_the_mean_of_those_carrying_weights():
+    from laecips_eval import report
+    frame = {'phase': 'day', 'conf': [[0] * 11] * 11, 'source': 'edge', 'uploaded': True,
+             'bytes_up': 1000, 'bytes_down': 100, 'latency_s': 0.01, 'labelled': True}
+    pushes = [
+        {'accepted': True, 'bytes': 150_000, 'encoding': 'delta_int8', 'bytes_full': 3_300_000},
+        {'accepted': False, 'bytes': 140_000, 'encoding': 'delta_int8', 'bytes_full': 3_300_000},
+        {'accepted': True, 'bytes': 3_300_000, 'encoding': 'full', 'bytes_full': 3_300_000},
+        {'accepted': True, 'bytes': 400, 'encoding': '', 'bytes_full': 0},  # policy only
+    ]
+    s = report.summarize({'frames': [frame] * 10, 'pushes': pushes})
+    # Every push that crossed the link counts in the total, refused ones too.
+    assert s['weight_bytes'] == 150_000 + 140_000 + 3_300_000 + 400
+    assert s['total_bytes_per_frame'] == 1000 + 100 + s['weight_bytes'] / 10
+    assert s['push_bytes_mean'] == (150_000 + 3_300_000) / 2
+    assert s['push_bytes_full'] == 3_300_000
+    # Runs recorded before WeightPush.encoding: every accepted push, each its own full size.
+    old = report.summarize({'frames': [frame], 'pushes': [{'accepted': True, 'bytes': 7}]})
+    assert old['push_bytes_mean'] == old['push_bytes_full'] == 7

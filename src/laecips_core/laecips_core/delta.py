@@ -9,9 +9,10 @@ tensors are, for every tensor that changed between ``base`` and ``new``:
 - floating point, encoding ``delta_fp16``: ``name`` = (new - base) as F16;
 - floating point, encoding ``delta_int8``: ``name`` = round((new - base) / s) as I8 and
   ``name + SCALE_SUFFIX`` = s as a one-element F32 tensor (per-tensor scale max|d| / 127);
-- floating point, encoding ``delta_sparse``: as ``delta_int8``, with every change smaller
-  than the tensor's largest ``keep`` share (``SPARSE_KEEP``) sent as 0 (zlib then
-  compresses the zeros away; the trainer's next delta carries what was left out);
+- floating point, encoding ``delta_sparse``: as ``delta_int8``, with every change of a
+  weight matrix or kernel (2 or more dimensions) smaller than the tensor's largest ``keep``
+  share (``SPARSE_KEEP``) sent as 0 (zlib then compresses the zeros away; the trainer's
+  next delta carries what was left out);
 - any tensor whose change does not fit the encoding (F16 overflow) or is not floating point
   (``num_batches_tracked``): ``name + FULL_SUFFIX`` = the new value as it is.
 
@@ -106,7 +107,10 @@ def encode(new: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
             else:
                 out[name] = d.half().contiguous()
         else:
-            if encoding == 'delta_sparse' and d.numel() > 1 / keep:
+            # Weight matrices and kernels only: biases and normalisation parameters and
+            # statistics are small, and half-applied statistics ruin a model (measured:
+            # sparsifying them too took the edge below the factory model).
+            if encoding == 'delta_sparse' and d.dim() >= 2 and d.numel() > 1 / keep:
                 k = max(1, int(d.numel() * keep))
                 floor = d.abs().flatten().kthvalue(d.numel() - k + 1).values
                 d = torch.where(d.abs() >= floor, d, torch.zeros_like(d))
