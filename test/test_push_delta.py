@@ -184,3 +184,12 @@ def test_report_counts_every_push_and_the_mean_of_those_carrying_weights():
     # Runs recorded before WeightPush.encoding: every accepted push, each its own full size.
     old = report.summarize({'frames': [frame], 'pushes': [{'accepted': True, 'bytes': 7}]})
     assert old['push_bytes_mean'] == old['push_bytes_full'] == 7
+
+
+def test_the_full_push_ablation_is_laecips_with_full_pushes():
+    from laecips_eval import systems
+    (lae,), (full,) = systems.build('laecips'), systems.build('laecips_full')
+    assert full.label == 'LAECIPS full pushes' and full.trainer
+    assert (full.rule, full.params) == (lae.rule, lae.params) and not lae.trainer_params
+    assert full.trainer_params == {'push_encoding': 'full', 'push_bytes_per_point': 0.0}
+    assert systems.resolve(['laecips_full', 'laecips']) == ['laecips', 'laecips_full']
