@@ -93,6 +93,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--idle-timeout', type=float, default=None,
                    help='recorder: seconds without news before it gives up waiting')
     p.add_argument('--system-timeout', type=float, default=None)
+    p.add_argument('--overload-out', default=None, metavar='JSON',
+                   help='with cloud_only: write the overload figure there (laecips_eval.overload:'
+                   " labels in time, the labeller alone, the bridge's counts)")
     p.add_argument('--rebuild', action='store_true',
                    help='only re-render the report of --out from its runs/*.json')
     p.add_argument('--reuse', default=None, metavar='DIR',
@@ -127,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         if kind not in nodes.BY_KEY:
             print(f'evaluate: --node-module: unknown node {kind!r}', file=sys.stderr)
             return 2
-    args.edge_params = {**(TINY['edge'] if args.tiny else {}), **kv(args.edge_param)}
+    # The edge states the evaluation's deadline to the bridge, which schedules by it.
+    args.edge_params = {'label_deadline': args.deadline, **(TINY['edge'] if args.tiny else {}),
+                        **kv(args.edge_param)}
     args.bridge_params = {'torch_threads': 1, 'device': 'cpu',
                           **(TINY['bridge'] if args.tiny else {}), **kv(args.bridge_param)}
     args.trainer_params = {'num_threads': 1, **(TINY['trainer'] if args.tiny else {}),
@@ -203,7 +208,27 @@ def main(argv: list[str] | None = None) -> int:
     md = write_report(out, runs, names, meta)
     overlays(runs, out, frames_by_name)
     print(md)
+    if args.overload_out and 'cloud-only' in runs:
+        _write_overload(Path(args.overload_out), runs['cloud-only'][0], n_frames, args, cmd)
     return 0
+
+
+def _write_overload(path: Path, run: dict, n_frames: int, args: argparse.Namespace,
+                    cmd: str) -> None:
+    import json
+
+    from laecips_eval import overload
+    fig = {'command': 'laecips ' + cmd, 'frames': n_frames, 'rate': args.rate,
+           'deadline_s': args.deadline, **overload.figure(run, n_frames, args.rate,
+                                                           args.deadline)}
+    # Measured now, the nodes stopped: the same machine in the same run.
+    fig['standalone'] = overload.labeller_fps(args.bridge_params)
+    fig['labeller_fps_standalone'] = fig['standalone']['frames_per_s']
+    fig['refined_in_time_over_standalone'] = (fig['refined_in_time_per_s']
+                                              / fig['labeller_fps_standalone'])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fig, indent=1) + '\n')
+    print(json.dumps({k: v for k, v in fig.items() if k != 'standalone'}, indent=1))
 
 
 if __name__ == '__main__':

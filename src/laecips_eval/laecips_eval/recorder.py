@@ -72,6 +72,11 @@ class Recording:
     refined: dict[int, _Mask] = field(default_factory=dict)
     hard: dict[int, dict] = field(default_factory=dict)
     labels: dict[int, int] = field(default_factory=dict)
+    # Frames the bridge labelled past their deadline, for the trainer only (CloudLabel
+    # purpose TRAINING): the edge keeps its own mask, so no refined mask comes for them.
+    training: set[int] = field(default_factory=set)
+    # The cloud bridge's latest CloudStats counters (its totals since start).
+    cloud: dict = field(default_factory=dict)
     pushes: list[dict] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     bytes_hard_total: int = 0
@@ -94,8 +99,10 @@ class Recording:
                                             'features': list(features or [])})
         h['bytes'] += nbytes
 
-    def on_label(self, stamp_ns: int, nbytes: int) -> None:
+    def on_label(self, stamp_ns: int, nbytes: int, training: bool = False) -> None:
         self.bytes_labels_total += nbytes
+        if training:
+            self.training.add(stamp_ns)
         self.labels[stamp_ns] = self.labels.get(stamp_ns, 0) + nbytes
 
     def on_weight_push(self, push: dict) -> None:
@@ -108,7 +115,8 @@ class Recording:
 
     def pending_refined(self) -> int:
         """Return labelled frames whose refined mask has not come back from the edge yet."""
-        return sum(1 for s in self.labels if s not in self.refined and s in self.gts)
+        return sum(1 for s in self.labels
+                   if s not in self.refined and s not in self.training and s in self.gts)
 
     def last_frame_done(self) -> bool:
         """Return whether the newest frame has a mask (the edge works in stamp order)."""

@@ -37,8 +37,14 @@ from sensor_msgs.msg import Image
 
 from laecips_eval import bags
 from laecips_eval.recorder import Recording
-from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame, WeightPush
+from laecips_msgs.msg import CloudLabel, CloudStats, EdgeStats, HardFrame, WeightPush
 from laecips_ros.node import ros_session
+
+# CloudStats fields kept; the outcomes of the frames it accepted (laecips_core.schedule).
+CLOUD_OUTCOMES = ('labelled_in_time', 'labelled_late', 'labelled_for_training',
+                  'dropped_queue')
+CLOUD_KEYS = ('frames_in', 'labels_out', 'rejected', 'queue_len', 'load', 'overloaded',
+              'seconds_per_frame') + CLOUD_OUTCOMES
 
 
 def _stamp_ns(stamp) -> int:
@@ -71,6 +77,7 @@ class RecorderNode(Node):
             'labels': d('labels_topic', '/laecips/cloud_labels', 'cloud labels'),
             'pushes': d('pushes_topic', '/laecips/weight_pushes', 'weight pushes'),
             'stats': d('stats_topic', '/laecips/stats', 'edge statistics'),
+            'cloud_stats': d('cloud_stats_topic', '/laecips/stats_cloud', 'bridge statistics'),
         }
         mask_rel = d('mask_reliability', 'reliable', 'QoS of the mask topics')
         data_rel = d('data_reliability', 'reliable', 'QoS of hard frames, labels, pushes')
@@ -78,6 +85,7 @@ class RecorderNode(Node):
         self.rec = Recording()
         self.lock = threading.Lock()
         self.last_event = time.monotonic()
+        self.last_hard = 0.0
         self.started = time.monotonic()
         self.done = threading.Event()
 
@@ -98,6 +106,8 @@ class RecorderNode(Node):
             topics['pushes']: sub(WeightPush, topics['pushes'], self._on_push, qos(data_rel)),
             topics['stats']: sub(EdgeStats, topics['stats'], self._on_stats,
                                  qos('best_effort')),
+            topics['cloud_stats']: sub(CloudStats, topics['cloud_stats'], self._on_cloud_stats,
+                                       qos('best_effort')),
         }
         self.own_subs = set(topics.values())
         self.ready = False
@@ -143,12 +153,14 @@ class RecorderNode(Node):
         with self.lock:
             self.rec.on_hard_frame(_stamp_ns(msg.header.stamp), len(raw), float(msg.hardness),
                                    [float(x) for x in msg.features])
+            self.last_hard = time.monotonic()
             self._event()
 
     def _on_label(self, raw: bytes) -> None:
         msg = deserialize_message(raw, CloudLabel)
         with self.lock:
-            self.rec.on_label(_stamp_ns(msg.header.stamp), len(raw))
+            self.rec.on_label(_stamp_ns(msg.header.stamp), len(raw),
+                              msg.purpose == CloudLabel.PURPOSE_TRAINING)
             self._event()
 
     def _on_push(self, msg: WeightPush) -> None:
@@ -162,6 +174,19 @@ class RecorderNode(Node):
                            'params': dict(zip(msg.policy.keys, msg.policy.values))}}
         with self.lock:
             self.rec.on_weight_push(push)
+
+    def _on_cloud_stats(self, msg: CloudStats) -> None:
+        with self.lock:
+            self.rec.cloud = {k: getattr(msg, k) for k in CLOUD_KEYS}
+            self.rec.cloud['t_recv'] = time.monotonic()
+
+    def _cloud_settled(self) -> bool:
+        # Uploads the bridge dropped get no label: once its stats (received after the last
+        # upload seen here) show nothing waiting or in the labeller, none will come. Also
+        # required when a bridge reports at all, so the run keeps its final counts.
+        c = self.rec.cloud
+        return bool(c) and c['t_recv'] > self.last_hard + 0.5 and c['frames_in'] == (
+            c['rejected'] + sum(c[k] for k in CLOUD_OUTCOMES))
 
     def _on_stats(self, msg: EdgeStats) -> None:
         with self.lock:
@@ -199,7 +224,8 @@ class RecorderNode(Node):
         with self.lock:
             n = len(self.rec.gts)
             complete = (n >= self.expect > 0 and self.rec.last_frame_done()
-                        and self.rec.pending_labels() == 0
+                        and (self.rec.pending_labels() == 0 or self._cloud_settled())
+                        and (not self.rec.cloud or self._cloud_settled())
                         and self.rec.pending_refined() == 0 and self._edge_settled(n))
         idle = n >= 1 and now - self.last_event > self.idle_timeout
         if complete or idle or now - self.started > self.max_time:
@@ -217,11 +243,12 @@ class RecorderNode(Node):
         with self.lock:
             frames = self.rec.finalize(self.deadline, keep=self.keep)
             out = {'frames': [f.to_dict() for f in frames], 'pushes': self.rec.pushes,
-                   'edge_stats': self.rec.stats,
+                   'edge_stats': self.rec.stats, 'cloud_stats': self.rec.cloud,
                    'totals': {'gt': len(self.rec.gts), 'edge_masks': len(self.rec.edge),
                               'refined_masks': len(self.rec.refined),
                               'hard_frames': len(self.rec.hard),
                               'labels': len(self.rec.labels),
+                              'labels_training': len(self.rec.training),
                               'bytes_hard_frames': self.rec.bytes_hard_total,
                               'bytes_labels': self.rec.bytes_labels_total},
                    'deadline_s': self.deadline, 'expect_frames': self.expect}

@@ -9,7 +9,8 @@ Each system is the same edge node with another upload policy (``policy_rule`` an
 =================  =========================================================================
 ``edge_only``      rule ``never``
 ``cloud_only``     rule ``always``; the cloud's label replaces the edge's mask (no fusion,
-                   no teacher-health check)
+                   no teacher-health check); every frame goes up (the cloud's back-pressure
+                   is not followed)
 ``fixed``          the reference rule (Ianvs): p = 0.9, easy = 0.95, at its own upload rate
 ``laecips``        the trainer distils cloud labels into the edge and pushes weights and
                    the evolving (learned) policy; the edge starts from ``laecips_policy``
@@ -113,7 +114,7 @@ def build(name: str, laecips_ratio: float | None = None,
     if name == 'cloud_only':
         # The cloud's label replaces the edge's mask as it is: no fusion, no health check.
         return [System(name, 'cloud-only', 'always', edge={
-            'refine': 'replace', 'follow_teacher_health': False})]
+            'refine': 'replace', 'follow_teacher_health': False, 'follow_cloud_load': False})]
     if name == 'fixed':
         return [System(name, 'fixed 0.9/0.95', 'fixed', {'p': 0.9, 'easy': 0.95})]
     if name == 'laecips':
