@@ -145,6 +145,9 @@ class TrainerNode(Node):
                              (0.0, 1.0)),
         'explore': (0.05, 'fraction of rule-easy frames uploaded anyway (unbiased samples)',
                     (0.0, 1.0)),
+        'budget_save': (0.0, 'share of target_upload_ratio the edge keeps for drift: in '
+                             'steady state it uploads (1 - save) of the budget, the rest '
+                             'goes out once its statistics say the stream drifted', (0.0, 0.9)),
         'budget_burst': (10.0, 'the pushed policy caps the edge at target_upload_ratio with '
                                'bursts of this many frames (token bucket); 0 = threshold only',
                          (0.0, 1e6)),
@@ -214,7 +217,8 @@ class TrainerNode(Node):
         self.recipe = pf.Recipe(rule=p['policy_rule'],
                                 target_upload_ratio=p['target_upload_ratio'],
                                 min_disagreement=p['min_disagreement'], explore=p['explore'],
-                                window=p['policy_window'], burst=p['budget_burst'])
+                                window=p['policy_window'], burst=p['budget_burst'],
+                                save=p['budget_save'])
         self.get_logger().info(
             f'initial weights {path} ({self.meta.arch} v{self.meta.version}, input '
             f'{self.meta.input_size}); pushes to {p["service_pattern"]} ({p["push_mode"]})')

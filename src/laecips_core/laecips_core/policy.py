@@ -12,7 +12,7 @@ optional ``explore`` rate (see :meth:`Policy.decide`), and any rule an upload bu
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 import json
 import math
@@ -21,14 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-RULES = ('never', 'always', 'random', 'fixed', 'entropy', 'learned')
+RULES = ('never', 'always', 'random', 'fixed', 'entropy', 'learned', 'quantile')
 # Defaults merged under the given params; the fixed rule's are the reference (Ianvs) values.
 DEFAULTS: dict[str, dict[str, float]] = {
     'never': {}, 'always': {}, 'random': {'rate': 0.2},
     'fixed': {'p': 0.9, 'easy': 0.95},
     'entropy': {'threshold': 0.3},
     'learned': {'threshold': 0.5, 'b': 0.0},
+    'quantile': {'rate': 0.2, 'feature': 1.0, 'window': 300.0},
 }
+# The quantile rule's scores: 0 = 1 - conf_ratio (the fixed rule's), 1 = entropy.
+QUANTILE_FEATURES = (0.0, 1.0)
+# Frames the quantile rule must have seen before its threshold means anything; until then
+# it uploads at random at its rate.
+QUANTILE_WARMUP = 10
 
 
 # Feature weights w0..w{MAX_WEIGHTS-1} of the learned rule (hardness.features has 3).
@@ -45,6 +51,7 @@ RANGES: dict[str, tuple[float, float]] = {
     'rate': (0.0, 1.0), 'explore': (0.0, 1.0), 'p': (0.0, 1.0), 'easy': (-1.0, 1.0),
     'budget': (0.0, 1.0), 'burst': (1.0, MAX_BURST), 'logistic': (0.0, 1.0),
     'target_upload_ratio': (0.0, 1.0), 'min_disagreement': (0.0, 1.0),
+    'feature': (0.0, 1.0), 'window': (QUANTILE_WARMUP, MAX_BURST), 'save': (0.0, 1.0),
 }
 
 
@@ -64,6 +71,8 @@ class Policy:
 
     rule: str = 'fixed'
     params: dict[str, float] = field(default_factory=dict)
+    # The quantile rule's memory of scores already seen (never compared or serialised).
+    seen: deque = field(default_factory=deque, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -85,6 +94,9 @@ class Policy:
             if not lo <= v <= hi:
                 raise PolicyError(f'policy parameter {k[:40]!r} = {v} is outside [{lo:g}, '
                                   f'{hi:g}]')
+        if self.rule == 'quantile' and self.params['feature'] not in QUANTILE_FEATURES:
+            raise PolicyError(f'quantile feature must be one of {QUANTILE_FEATURES}, not '
+                              f'{self.params["feature"]}')
         big = [k for k in self.params if (_weight_index(k) or 0) >= MAX_WEIGHTS]
         if big:  # weights() allocates up to the largest index, on every frame
             raise PolicyError(f'feature weight {big[0][:40]!r}: the learned rule takes at '
@@ -109,7 +121,7 @@ class Policy:
         f = np.asarray(features, np.float64).ravel()
         if self.rule == 'fixed':
             return 1.0 - float(f[0])
-        if self.rule == 'entropy':
+        if self.rule == 'entropy' or (self.rule == 'quantile' and self.params['feature']):
             return float(f[1])
         if self.rule == 'learned':
             w = self.weights()
@@ -138,6 +150,8 @@ class Policy:
         if r == 'random':
             return bool((rng or np.random.default_rng()).random() < self.params['rate'])
         f = np.asarray(features, np.float64).ravel()
+        if r == 'quantile':
+            return self._quantile(self.score(f), rng)
         if r == 'fixed':
             # conf_ratio is the edge's, measured with p = 0.9 (HardFrame.features).
             hard = bool(f[0] <= self.params['easy'])
@@ -148,11 +162,30 @@ class Policy:
             return bool(rng.random() < explore)
         return hard
 
-    def budget(self) -> tuple[float, float]:
-        """Return (uploads per frame, burst in frames); (1, 1) when there is no budget."""
+    def _quantile(self, score: float, rng: np.random.Generator | None) -> bool:
+        """
+        Upload when ``score`` is above the (1 - rate) quantile of the scores seen before.
+
+        An online rule (no look-ahead): its threshold tracks the budget over the last
+        ``window`` frames, so it uploads about ``rate`` of any stationary stream. It is the
+        honest version of a threshold tuned afterwards on the whole stream (an oracle).
+        """
+        past = self.seen
+        if len(past) >= QUANTILE_WARMUP:
+            hard = score > float(np.quantile(np.fromiter(past, float), 1 - self.params['rate']))
+        else:
+            hard = bool((rng or np.random.default_rng()).random() < self.params['rate'])
+        past.append(score)
+        while len(past) > self.params['window']:
+            past.popleft()
+        return hard
+
+    def budget(self) -> tuple[float, float, float]:
+        """Return (uploads per frame, burst, share saved for drift); (1, 1, 0) if none."""
         if 'budget' not in self.params:
-            return 1.0, 1.0
-        return self.params['budget'], self.params.get('burst', 1.0)
+            return 1.0, 1.0, 0.0
+        return (self.params['budget'], self.params.get('burst', 1.0),
+                self.params.get('save', 0.0))
 
     # Serialisation: dict / JSON for files, keys+values lists for laecips_msgs/Policy.
     def to_dict(self) -> dict:
@@ -216,11 +249,19 @@ class Budget:
     caps the uploads of any run of n frames at ``burst + rate * n``, so a burst of hard
     frames still goes out at once. It counts frames, not seconds: a budget is a fraction of
     the camera stream, as the trainer's ``target_upload_ratio`` is.
+
+    With ``save`` > 0 that share of the rate goes into a second bucket (also ``burst``
+    deep) that only frames taken while the stream drifts may spend (the edge says when:
+    its statistics have left the model's, see laecips_core.bn_adapt): in steady state it
+    uploads at most ``(1 - save) * rate``, and the savings go out when the conditions
+    change, which is when labels teach the most. Any run of n frames still uploads at most
+    ``2 * burst + rate * n``.
     """
 
-    def __init__(self, rate: float = 1.0, burst: float = 1.0) -> None:
-        self.rate, self.burst = float(rate), float(burst)
+    def __init__(self, rate: float = 1.0, burst: float = 1.0, save: float = 0.0) -> None:
+        self.rate, self.burst, self.save = float(rate), float(burst), float(save)
         self.tokens = self.burst
+        self.saved = 0.0  # spendable only while drifting
 
     @staticmethod
     def of(policy: Policy) -> 'Budget':
@@ -235,14 +276,21 @@ class Budget:
         so far stay (at most the new burst), so a push never refills it.
         """
         unlimited = self.rate >= 1.0
-        self.rate, self.burst = policy.budget()
+        self.rate, self.burst, self.save = policy.budget()
         self.tokens = self.burst if unlimited else min(self.tokens, self.burst)
+        self.saved = min(self.saved, self.burst) if self.save > 0 else 0.0
 
-    def admit(self, want: bool) -> bool:
+    def admit(self, want: bool, drifting: bool = False) -> bool:
         """Account one frame; return True if it may be uploaded (``want`` and a token left)."""
-        self.tokens = min(self.burst, self.tokens + self.rate)
-        if want and self.tokens >= 1.0 - 1e-9:
+        self.tokens = min(self.burst, self.tokens + self.rate * (1.0 - self.save))
+        self.saved = min(self.burst, self.saved + self.rate * self.save)
+        if not want:
+            return False
+        if self.tokens >= 1.0 - 1e-9:
             self.tokens -= 1.0
+            return True
+        if drifting and self.saved >= 1.0 - 1e-9:
+            self.saved -= 1.0
             return True
         return False
 

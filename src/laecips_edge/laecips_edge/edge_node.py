@@ -93,7 +93,7 @@ class EdgeNode(Node):
                             'overwritten there are never seen (counted in camera_lost from '
                             'sequence gaps): raise N if the node can be starved of CPU',
                         (1, 100000)),
-        'policy_rule': ('fixed', 'never | always | random | fixed | entropy | learned'),
+        'policy_rule': ('fixed', 'never | always | random | fixed | entropy | learned | quantile'),
         'policy_params': ('', 'policy parameters: JSON or k=v,k=v (e.g. rate=0.2)'),
         'seed': (0, 'seed of the random policy'),
         'upload_max_pixels': (1920 * 1080, "frames are shrunk to at most this many pixels "
@@ -343,7 +343,8 @@ class EdgeNode(Node):
         else:  # the cloud cannot help here: only probes, to notice when it can again
             want = bool(self.rng.random() < self.p['probe_rate'])
         with self.lock:
-            send = self.budget.admit(self.backoff.admit(want, self.rng))
+            send = self.budget.admit(self.backoff.admit(want, self.rng),
+                                     drifting=self.segmenter.drifting)
             self.c['held_back'] += int(want and not send)
         if send:
             if self.pub_hard.get_subscription_count():

@@ -378,6 +378,12 @@ class Segmenter:
         return self._run(adapted, x, (h, w))[1], self._run(act, x, (h, w))[1]
 
     @property
+    def drifting(self) -> bool:
+        """Whether the stream has left the active model's statistics (bn_min_shift)."""
+        return self.shift >= self.options.bn_min_shift > 0 or (
+            self.options.bn_min_shift == 0 and self.shift > 0)
+
+    @property
     def adaptation(self) -> dict:
         """State of the BN adaptation (for stats and diagnostics)."""
         ad = self._active.adapter

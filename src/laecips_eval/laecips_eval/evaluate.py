@@ -186,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         if cloud:
             runner.start('bridge', 'cloud', node_argv('bridge', args.bridge_params,
                                                      modules=args.modules))
-        ratio, features = None, None
+        ratio, features, bytes_ratio, cloud_bytes = None, None, None, None
         for name in names:
-            for sys_ in systems.build(name, ratio, features, args.seeds, laecips_policy):
+            for sys_ in systems.build(name, ratio, features, args.seeds, laecips_policy,
+                                      bytes_ratio):
                 before = link.wait_stats() if link else None
                 run = reused(args.reuse, sys_, n_frames, out)
                 if run is None:
@@ -198,9 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                     link_counters[sys_.label + f'#{sys_.seed}'] = delta(before,
                                                                          link.wait_stats())
                 if name == 'laecips':
-                    ratio = report.summarize(run)['upload_ratio']
+                    s = report.summarize(run)
+                    ratio = s['upload_ratio']
+                    if cloud_bytes:  # the online rules upload LAECIPS's total bytes
+                        bytes_ratio = s['total_bytes_per_frame'] / cloud_bytes
                 if name == 'cloud_only':
                     features = features_of(run)
+                    cloud_bytes = report.summarize(run)['total_bytes_per_frame']
     cmd = 'evaluate ' + shlex.join(argv if argv is not None else sys.argv[1:])
     meta = {'command': cmd, 'frames': n_frames, 'rate': args.rate, 'deadline': args.deadline,
             'link': args.link, 'link_counters': link_counters,

@@ -131,7 +131,7 @@ def _wait(cond, timeout: float, what: str, runner: Runner, labels: list[str]) ->
 def run_system(sys_: systems.System, args: argparse.Namespace, runner: Runner, bag: Path,
                n_frames: int, out_dir: Path, keep: list[int]) -> dict:
     """Run one system over the bag and return the recorder's output."""
-    tag = sys_.name + (f'_s{sys_.seed}' if sys_.name == 'random' else '')
+    tag = sys_.name + (f'_s{sys_.seed}' if sys_.name.startswith('random') else '')
     robot = args.robot_id
     edge_params = {'policy_rule': sys_.rule, 'policy_params': sys_.policy_params(),
                    'seed': sys_.seed, 'image_qos': 'reliable', 'num_threads': 1,

@@ -18,15 +18,24 @@ Each system is the same edge node with another upload policy (``policy_rule`` an
                    ``push_encoding`` full, its push-cost rule off so it pushes every gated
                    candidate): the ablation of compact pushes
 ``random``         rule ``random`` at LAECIPS's realised upload ratio, one run per seed
-``fixed_matched``  the reference rule with ``easy`` tuned so it uploads LAECIPS's ratio
-``entropy``        Sedna's cross-entropy filter (upload when the mean normalised entropy
-                   is above a threshold), the threshold tuned to LAECIPS's ratio
+``fixed_online``   rule ``quantile`` on 1 - conf_ratio: uploads frames above the running
+                   (1 - rate) quantile of the frames seen so far, at LAECIPS's total bytes
+``entropy_online`` the same on the mean normalised entropy (Sedna's filter, online)
+``random_distil``  the trainer's distillation driven by random mining at LAECIPS's ratio
+                   (it pushes weights only, never a policy)
+``entropy_distil`` the same driven by ``entropy_online`` mining
+``fixed_matched``  oracle: the reference rule with ``easy`` tuned after the fact so it
+                   uploads LAECIPS's ratio
+``entropy``        oracle: Sedna's cross-entropy filter (upload when the mean normalised
+                   entropy is above a threshold), the threshold tuned after the fact
 ``entropy_sedna``  the same filter at Sedna's default (confidence 1 - entropy < 0.5)
 =================  =========================================================================
 
-The tuned thresholds are quantiles of the factory edge model's features over the stream,
-measured in the ``cloud_only`` run (it uploads every frame with its features; baselines do
-not adapt, so their features are the same in every run).
+The oracles' thresholds are quantiles of the factory edge model's features over the whole
+stream, measured in the ``cloud_only`` run (it uploads every frame with its features):
+look-ahead no robot has, so their rows say ``(oracle)``. The online rules decide with what
+they have seen. Rows compare at equal total bytes (frames up, labels down, pushes): the
+rules alone upload LAECIPS's total bytes / cloud-only's share of the frames.
 """
 
 from __future__ import annotations
@@ -38,11 +47,15 @@ from typing import Sequence
 import numpy as np
 
 ORDER = ('edge_only', 'cloud_only', 'fixed', 'laecips', 'laecips_full', 'random',
+         'fixed_online', 'entropy_online', 'random_distil', 'entropy_distil',
          'fixed_matched', 'entropy', 'entropy_sedna')
 DEFAULT = ('edge_only', 'cloud_only', 'fixed', 'laecips', 'random', 'fixed_matched',
            'entropy')
-MATCHED = ('random', 'fixed_matched', 'entropy')  # need LAECIPS's realised ratio
-NEED_FEATURES = ('fixed_matched', 'entropy')  # need the cloud_only run's features
+MATCHED = ('random', 'fixed_matched', 'entropy', 'fixed_online', 'entropy_online',
+           'random_distil', 'entropy_distil')  # need LAECIPS's realised ratio
+# The cloud_only run's features (oracles) or its bytes per uploaded frame (online rules,
+# run at LAECIPS's total bytes).
+NEED_FEATURES = ('fixed_matched', 'entropy', 'fixed_online', 'entropy_online')
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,8 @@ def entropy_threshold_for_ratio(entropy: Sequence[float], ratio: float) -> float
 
 def build(name: str, laecips_ratio: float | None = None,
           features: Sequence[Sequence[float]] | None = None, seeds: int = 3,
-          laecips_policy: tuple[str, dict] = ('fixed', {})) -> list[System]:
+          laecips_policy: tuple[str, dict] = ('fixed', {}),
+          bytes_ratio: float | None = None) -> list[System]:
     """Return the run(s) of one system (several for the random baseline's seeds)."""
     if name in MATCHED and (laecips_ratio is None or not math.isfinite(laecips_ratio)):
         raise ValueError(f"{name} needs LAECIPS's upload ratio (run laecips first)")
@@ -127,6 +141,25 @@ def build(name: str, laecips_ratio: float | None = None,
     if name == 'random':
         return [System(name, f'random @{r:.0%}', 'random', {'rate': r}, seed=s)
                 for s in range(seeds)]
+    # Online baselines: thresholds that track the budget as a running quantile of the frames
+    # already seen (no look-ahead). Rules alone upload at LAECIPS's total bytes (its pushes
+    # included; ``bytes_ratio`` = LAECIPS's total bytes / cloud-only's); with the trainer
+    # ('+ distil': its weights, never its policy) at LAECIPS's upload ratio.
+    if name in ('fixed_online', 'entropy_online'):
+        if bytes_ratio is None or not math.isfinite(bytes_ratio):
+            raise ValueError(f"{name} needs LAECIPS's and cloud-only's total bytes")
+        b = min(1.0, bytes_ratio)
+        kind = name.split('_')[0]
+        return [System(name, f'{kind} online @{b:.0%}', 'quantile',
+                       {'rate': b, 'feature': float(kind == 'entropy')})]
+    if name == 'random_distil':
+        return [System(name, f'random + distil @{r:.0%}', 'random', {'rate': r}, seed=s,
+                       trainer=True, trainer_params={'push_mode': 'weights'})
+                for s in range(seeds)]
+    if name == 'entropy_distil':
+        return [System(name, f'entropy online + distil @{r:.0%}', 'quantile',
+                       {'rate': r, 'feature': 1.0}, trainer=True,
+                       trainer_params={'push_mode': 'weights'})]
     if name == 'entropy_sedna':
         return [System(name, 'entropy (Sedna 0.5)', 'entropy', {'threshold': 0.5})]
     f = np.asarray(features if features is not None else [], np.float64)
@@ -134,9 +167,10 @@ def build(name: str, laecips_ratio: float | None = None,
         raise ValueError(f'{name} needs the per-frame features of the cloud_only run')
     if name == 'fixed_matched':
         easy = fixed_easy_for_ratio(f[:, 0], r)
-        return [System(name, f'fixed 0.9/{easy:.3f} @{r:.0%}', 'fixed',
+        return [System(name, f'fixed 0.9/{easy:.3f} @{r:.0%} (oracle)', 'fixed',
                        {'p': 0.9, 'easy': easy})]
     if name == 'entropy':
         th = entropy_threshold_for_ratio(f[:, 1], r)
-        return [System(name, f'entropy {th:.3f} @{r:.0%}', 'entropy', {'threshold': th})]
+        return [System(name, f'entropy {th:.3f} @{r:.0%} (oracle)', 'entropy',
+                       {'threshold': th})]
     raise ValueError(f'unknown system {name!r}')
