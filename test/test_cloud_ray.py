@@ -7,16 +7,19 @@ The test starts a local Ray (2 CPUs, no dashboard, its own temp dir) in the test
 the bridge runs in its own process and connects to it with ``ray_address``, deploys two
 replicas of a tiny TorchScript labeller and answers two robots over DDS. Then one replica
 actor is killed mid-stream (``ray.kill``): Serve replaces it and frames keep being answered,
-every frame either labelled or counted as dropped. Ray is shut down at teardown and no Ray
+every frame either labelled or counted as dropped; malformed frames are rejected by the
+bridge's own checks as with the in-process labeller. Ray is shut down at teardown and no Ray
 process of this test may be left behind.
 """
 
 import os
 from pathlib import Path
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
+import zlib
 
 from conftest import wait_until
 import numpy as np
@@ -48,6 +51,16 @@ def _frame(robot: str, seq: int) -> HardFrame:
     rgb = np.random.default_rng(seq).integers(0, 256, (H, W, 3), dtype=np.uint8)
     codecs.encode_compressed(rgb, msg.image, 'jpeg', 90)
     return msg
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """Return a ~70-byte PNG that declares ``width`` x ``height`` RGB pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack('>I', len(body)) + kind + body
+                + struct.pack('>I', zlib.crc32(kind + body)))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2,
+                                                               0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\x00' * 64)) + chunk(b'IEND', b''))
 
 
 def _ray_procs(tmp: str) -> list[int]:
@@ -156,6 +169,14 @@ def test_bridge_ray_two_replicas_two_robots_and_a_replica_killed(local_ray, proc
         ids = codecs.compressed_to_label(m.label)
         assert ids.shape == (H, W) and ids.max() < 11
 
+    # The bridge checks frames before any backend sees them (#13's bounded decoding): a
+    # 64 Mpx PNG bomb and a corrupt JPEG are rejected and counted, never sent to Ray.
+    bomb, corrupt = _frame('robot1', 900), _frame('robot2', 901)
+    bomb.image.format, bomb.image.data = 'png', _png_header_only(8000, 8000)
+    corrupt.image.data = b'\xff\xd8\xff\xe0' + b'not a jpeg' * 50
+    pub.publish(bomb)
+    pub.publish(corrupt)
+
     # A replica killed mid-stream: replaced, and frames keep being answered.
     for s in range(10, 20):
         for r in ('robot1', 'robot2'):
@@ -182,7 +203,10 @@ def test_bridge_ray_two_replicas_two_robots_and_a_replica_killed(local_ray, proc
         return st if st and done + st.dropped_queue == len(sent) + len(later) else None
 
     st = wait_until(settled, 60.0, 'every frame labelled or counted as dropped')
-    assert st.rejected == 0 and st.device.startswith('ray:')
+    assert st.rejected == 2 and st.device.startswith('ray:')
+    assert not answered() & {('robot1', 900), ('robot2', 901)}
+    log = procs.log('bridge')
+    assert "'robot1'#900" in log and '8000x8000 is over the limit' in log
     procs.assert_alive()
     # The bridge lets Ray go when it stops: no error on the way out.
     assert procs.stop('bridge', timeout=30.0) == 0
