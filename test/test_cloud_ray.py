@@ -8,7 +8,8 @@ the bridge runs in its own process and connects to it with ``ray_address``, depl
 replicas of a tiny TorchScript labeller and answers two robots over DDS. Then one replica
 actor is killed mid-stream (``ray.kill``): Serve replaces it and frames keep being answered,
 every frame either labelled or counted as dropped; malformed frames are rejected by the
-bridge's own checks as with the in-process labeller. Ray is shut down at teardown and no Ray
+bridge's own checks as with the in-process labeller. A second bridge, for another shard of
+robots (its own topics), uses the same replicas. Ray is shut down at teardown and no Ray
 process of this test may be left behind.
 """
 
@@ -114,15 +115,15 @@ def test_bridge_ray_two_replicas_two_robots_and_a_replica_killed(local_ray, proc
     torch.manual_seed(0)
     model = tmp_path / 'seg.ts'
     torch.jit.trace(_TinySeg().eval(), torch.zeros(1, 3, 8, 8)).save(str(model))
-    procs.node('bridge', 'laecips_cloud.bridge_node', params={
+    params = {
         'labeller': 'torchscript', 'weights': str(model), 'device': 'cpu',
         'backend': 'ray', 'ray_address': address, 'ray_app': APP, 'ray_replicas': 2,
         'ray_num_cpus': 0.5, 'ray_max_batch_size': 4, 'ray_batch_wait_s': 0.01,
         'ray_max_in_flight': 8, 'ray_retries': 2, 'ray_timeout_s': 30.0,
         'max_batch': 8, 'max_wait_ms': 10.0, 'queue_size': 256, 'stats_period': 0.2,
         'torch_threads': 1, 'anchor_root': 'none', 'deadline': 600.0,
-        'qos_depth': 100},  # the bursts below must not overflow the reader's history
-        env={'RAY_TMPDIR': tmp})
+        'qos_depth': 100}  # the bursts below must not overflow the reader's history
+    procs.node('bridge', 'laecips_cloud.bridge_node', params=params, env={'RAY_TMPDIR': tmp})
     lock = threading.Lock()
     labels, stats = [], []
 
@@ -208,5 +209,36 @@ def test_bridge_ray_two_replicas_two_robots_and_a_replica_killed(local_ray, proc
     log = procs.log('bridge')
     assert "'robot1'#900" in log and '8000x8000 is over the limit' in log
     procs.assert_alive()
-    # The bridge lets Ray go when it stops: no error on the way out.
+
+    # A second bridge for another shard of robots (its own topics) shares the replicas.
+    replicas = _replica_names()
+    shard = '/shard2/laecips/'
+    remaps = [a for t in ('hard_frames', 'cloud_labels', 'cloud/frames', 'stats_cloud')
+              for a in ('-r', f'/laecips/{t}:={shard}{t}')]
+    procs.node('bridge2', 'laecips_cloud.bridge_node', params=params, env={'RAY_TMPDIR': tmp},
+               ros_args=remaps + ['-r', '__node:=cloud_bridge2'])
+    pub2 = n.create_publisher(HardFrame, f'{shard}hard_frames', QOS)
+    labels2 = []
+    n.create_subscription(CloudLabel, f'{shard}cloud_labels', keep(labels2), QOS)
+    rosnode.wait_for_subscribers(pub2, timeout=120.0)
+    rosnode.wait_for_publishers(f'{shard}cloud_labels', timeout=120.0)
+
+    def probe2() -> bool:
+        with lock:
+            if labels2:
+                return True
+        pub2.publish(_frame('robot3', 1000 + len(probes)))
+        probes.append(None)
+        return False
+
+    wait_until(probe2, 120.0, 'a label from the second bridge', period=1.0)
+    for s in range(10):
+        pub2.publish(_frame('robot3', s))
+    wait_until(lambda: {m.seq for m in list(labels2)} >= set(range(10)), 60.0,
+               'the second shard answered')
+    assert 'using the running Serve application' in procs.log('bridge2')
+    assert _replica_names() == replicas  # the same replicas, not a second deployment
+    assert not any(m.robot_id == 'robot3' for m in list(labels))  # shards stay apart
+    # The bridges let Ray go when they stop: no error on the way out.
+    assert procs.stop('bridge2', timeout=30.0) == 0
     assert procs.stop('bridge', timeout=30.0) == 0
