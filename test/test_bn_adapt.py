@@ -103,6 +103,10 @@ def test_engine_adapts_at_dusk_not_by_day_and_restarts_on_push(camvid):
     # A push restarts from the pushed statistics: nothing adapted answers until re-estimated.
     seg.swap(sd, 2)
     assert not seg.adaptation['serving'] and not seg.infer(dusk[0].rgb()).adapted
+    # Without trusted labels the edge answers with the base model: adapted on the robot too.
+    seg.base_only = True
+    res = [seg.infer(f.rgb()) for f in dusk[:12]]
+    assert all(r.expert == 'base' and r.version == 1 for r in res) and res[-1].adapted
 
 
 def test_edge_node_reports_adaptation_over_dds(procs, rosnode, camvid):

@@ -160,12 +160,14 @@ class Segmenter:
         self._active = self._build(meta, state_dict, meta.version)
         self._base: _Active | None = None  # see set_base
         self.base_only = False  # see set_base
-        # Test-time BN adaptation: the active model's twin with adapted statistics, its own
-        # spare traced module, and the switch the edge's harm check flips.
-        self._adapted: _Active | None = None
-        self._adapted_spare: _Active | None = None
+        # Test-time BN adaptation, per role ('active', 'base': whichever answers the stream):
+        # the model's twin with adapted statistics, a spare traced module for the next twin
+        # (traced modules are never freed, so they are reused across pushes), the stream's
+        # shift from that model's own statistics; and the switch the edge's harm check flips.
+        self._twins: dict[str, _Active | None] = {'active': None, 'base': None}
+        self._twin_spares: dict[str, _Active | None] = {'active': None, 'base': None}
+        self._shifts = {'active': 0.0, 'base': 0.0}
         self.use_adapted = True
-        self.shift = 0.0  # the stream's distance from the active model's statistics
         self._frames = 0
 
     def set_base(self, meta: weights.WeightsMeta, state_dict: dict[str, torch.Tensor]) -> None:
@@ -182,7 +184,7 @@ class Segmenter:
         they owe nothing to the cloud.
         """
         weights.check_compatible(meta, self._active.meta)
-        base = self._build(meta, state_dict, meta.version, adapt=False, spare='')
+        base = self._build(meta, state_dict, meta.version, spare=None)
         with self._lock:
             self._base = base
 
@@ -224,7 +226,8 @@ class Segmenter:
         return self._active.state_dict
 
     def _build(self, meta: weights.WeightsMeta, sd: dict[str, torch.Tensor] | None,
-               version: int, adapt: bool = True, spare: str = '_spare') -> _Active:
+               version: int, adapt: bool = True, spare: _Active | None | str = 'swap'
+               ) -> _Active:
         opt = self.options
         model = models.create(meta.arch, meta.num_classes, **meta.arch_cfg)
         if sd is not None:
@@ -247,7 +250,8 @@ class Segmenter:
         busy = threading.Lock()
         with torch.inference_mode():
             if opt.jit and not isinstance(model, torch.jit.ScriptModule):
-                model, busy = self._traced(model, example, spare)
+                model, busy = self._traced(model, example,
+                                           self._spare if spare == 'swap' else spare)
             for _ in range(2):  # warm-up here, so the first live frame pays nothing
                 out = model(example)
         if out.dim() != 4 or out.shape[1] != meta.num_classes:
@@ -255,10 +259,9 @@ class Segmenter:
                                        f'{meta.num_classes}, h, w)')
         return _Active(model, int(version), meta, sd, busy, adapter)
 
-    def _traced(self, model: nn.Module, example: torch.Tensor, slot: str = '_spare'
+    def _traced(self, model: nn.Module, example: torch.Tensor, spare: _Active | None
                 ) -> tuple[nn.Module, threading.Lock]:
         """Return a traced module running ``model``'s weights, reusing the spare if it fits."""
-        spare = getattr(self, slot, None)
         new = model.state_dict()
         if spare is not None:
             old = spare.model.state_dict()
@@ -323,75 +326,78 @@ class Segmenter:
         act, base = self._active, self._base  # one read: a swap affects only the next frame
         h, w = rgb.shape[:2]
         x = self.preprocess(rgb, act.meta)
-        self._adapt(act, x)
-        adapted = self._adapted
-        if (self.use_adapted and adapted is not None and adapted.version == act.version
-                and self.shift >= self.options.bn_min_shift):
-            act = adapted
         # base_only drops pushed weights (no trusted label vouches for them), not the
-        # edge-local statistics, which owe nothing to the cloud.
+        # statistics adapted on the robot, which owe nothing to the cloud.
         pushed = base is not None and base.version != act.version
-        if pushed and self.base_only:
-            out, expert = self._run(base, x, (h, w)), 'base'
-        else:
-            out = self._run(act, x, (h, w))
-            expert = 'active'
-            if pushed or (base is not None and act.adapted):
-                other = self._run(base, x, (h, w))
-                if other[3] > out[3]:  # the base is surer of this frame, calibrated
-                    out, expert = other, 'base'
+        role = 'base' if pushed and self.base_only else 'active'
+        own = base if role == 'base' else act
+        self._adapt(role, own, x)
+        served = self._served(role, own)
+        out = self._run(served, x, (h, w))
+        expert = role
+        if role == 'active' and base is not None and (pushed or served.adapted):
+            other = self._run(base, x, (h, w))
+            if other[3] > out[3]:  # the base is surer of this frame, calibrated
+                out, expert = other, 'base'
         logits, small, conf, _, ver = out
         with torch.inference_mode():
             feats = hardness.features(logits)[0]
         return Result(codecs.resize_nearest(small, h, w), feats, ver,
                       logits if want_logits else None, (time.perf_counter() - t0) * 1e3, small,
-                      conf, expert, act.adapted and expert == 'active')
+                      conf, expert, served.adapted and expert == role)
 
-    def _adapt(self, act: _Active, x: torch.Tensor) -> None:
+    def _served(self, role: str, own: _Active) -> _Active:
+        """Return ``own``'s adapted twin when it may answer (switched on, shifted), else own."""
+        twin = self._twins[role]
+        if (self.use_adapted and twin is not None and twin.version == own.version
+                and self._shifts[role] >= self.options.bn_min_shift):
+            return twin
+        return own
+
+    def _adapt(self, role: str, own: _Active, x: torch.Tensor) -> None:
         """Observe one frame in ``bn_every``; rebuild the adapted twin every ``bn_refresh``."""
-        ad = act.adapter
+        ad = own.adapter
         if ad is None:
             return
         self._frames += 1
         if self._frames % max(1, self.options.bn_every):
             return
         ad.observe(x.contiguous())
-        if ad.steps == 0:  # it collapsed and was reset: serve the pushed statistics again
-            self._adapted, self.shift = None, 0.0
+        if ad.steps == 0:  # it collapsed and was reset: serve the model's own statistics
+            self._twins[role], self._shifts[role] = None, 0.0
         elif ad.steps % max(1, self.options.bn_refresh) == 0:
-            self.shift = ad.shift()
-            twin = self._build(act.meta, ad.apply(act.state_dict), act.version, adapt=False,
-                               spare='_adapted_spare')
+            twin = self._build(own.meta, ad.apply(own.state_dict), own.version, adapt=False,
+                               spare=self._twin_spares[role])
             twin.adapted = True
-            old, self._adapted = self._adapted, twin
-            if old is not None and old.version == act.version:
-                self._adapted_spare = old
+            old, self._twins[role] = self._twins[role], twin
+            self._shifts[role] = ad.shift()
+            if old is not None:
+                self._twin_spares[role] = old
 
     def adaptation_pair(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Masks (at mask_res) of the active model with and without adapted statistics."""
-        act, adapted = self._active, self._adapted
-        if (adapted is None or adapted.version != act.version
-                or self.shift < self.options.bn_min_shift):
+        act, twin = self._active, self._twins['active']
+        if (twin is None or twin.version != act.version
+                or self._shifts['active'] < self.options.bn_min_shift):
             return None
         h, w = rgb.shape[:2]
         x = self.preprocess(rgb, act.meta)
-        return self._run(adapted, x, (h, w))[1], self._run(act, x, (h, w))[1]
+        return self._run(twin, x, (h, w))[1], self._run(act, x, (h, w))[1]
 
     @property
     def drifting(self) -> bool:
         """Whether the stream has left the active model's statistics (bn_min_shift)."""
-        return self.shift >= self.options.bn_min_shift > 0 or (
-            self.options.bn_min_shift == 0 and self.shift > 0)
+        shift = self._shifts['active']
+        return shift > 0 and shift >= self.options.bn_min_shift
 
     @property
     def adaptation(self) -> dict:
-        """State of the BN adaptation (for stats and diagnostics)."""
-        ad = self._active.adapter
+        """State of the BN adaptation of the active model (for stats and diagnostics)."""
+        act = self._active
+        ad = act.adapter
         return {'on': ad is not None, 'steps': ad.steps if ad else 0,
-                'resets': ad.resets if ad else 0, 'shift': self.shift, 'serving': bool(
-                    self.use_adapted and self._adapted is not None
-                    and self._adapted.version == self._active.version
-                    and self.shift >= self.options.bn_min_shift)}
+                'resets': ad.resets if ad else 0, 'shift': self._shifts['active'],
+                'serving': self._served('active', act).adapted}
 
     def _run(self, act: _Active, x: torch.Tensor, hw: tuple[int, int]
              ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, float, int]:
