@@ -9,7 +9,9 @@ replicas of a tiny TorchScript labeller and answers two robots over DDS. Then on
 actor is killed mid-stream (``ray.kill``): Serve replaces it and frames keep being answered,
 every frame either labelled or counted as dropped; malformed frames are rejected by the
 bridge's own checks as with the in-process labeller. A second bridge, for another shard of
-robots (its own topics), uses the same replicas. Ray is shut down at teardown and no Ray
+robots (its own topics), uses the same replicas. A trainer actor (``laecips_cloud.ray_trainers``)
+killed in the middle of a push is restarted by Ray and resumes from its state directory. Ray
+(one local instance for the module) is shut down at teardown and no Ray
 process of this test may be left behind.
 """
 
@@ -79,7 +81,7 @@ def _ray_procs(tmp: str) -> list[int]:
     return [p for p in out if p != os.getpid()]
 
 
-@pytest.fixture
+@pytest.fixture(scope='module')
 def local_ray():
     """Start a local Ray in this process (2 CPUs, no dashboard); stop it and check it is gone."""
     from ray import serve
@@ -242,3 +244,49 @@ def test_bridge_ray_two_replicas_two_robots_and_a_replica_killed(local_ray, proc
     # The bridges let Ray go when they stop: no error on the way out.
     assert procs.stop('bridge2', timeout=30.0) == 0
     assert procs.stop('bridge', timeout=30.0) == 0
+
+
+def test_trainer_actor_restarted_resumes_from_its_state(local_ray, tmp_path):
+    from laecips_cloud import ray_trainers
+    from laecips_core import weights
+    from laecips_edge.factory import factory_weights
+    # Tiny rounds; a gate every candidate passes: this is about restarts, not learning.
+    cfg = {'min_frames': 4, 'steps_per_round': 2, 'batch': 2, 'val_fraction': 0.25,
+           'val_size': 4, 'gate_margin': -1.0, 'class_balance': False, 'jitter': 0.0,
+           'scale': (1.0, 1.0)}
+    actor = ray_trainers.get_or_create('robot1', str(tmp_path), factory_weights(), cfg,
+                                       max_restarts=2, num_cpus=0.5)
+    rng = np.random.default_rng(0)
+
+    def add(seqs):
+        for s in seqs:
+            rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+            ray.get(actor.add.remote(rgb, np.full((H, W), s % 3, np.uint8), s))
+
+    add(range(8))
+    first = ray.get(actor.round.remote())
+    _, meta = weights.from_bytes(first['data'], first['sha256'])  # pushable as it is
+    assert meta.version == first['version']
+    assert ray.get(actor.commit.remote(first['version']))  # the edge accepted it
+    offered = ray.get(actor.round.remote())  # handed to a push that is still in flight
+    assert offered['version'] > first['version']
+    before = ray.get(actor.status.remote())
+
+    ray.kill(actor, no_restart=False)  # the process dies; Ray restarts the actor
+    after = wait_until(lambda: _status_if_restarted(actor, before['pid']), 120.0,
+                       'the trainer actor to come back in a new process')
+    assert after['active_version'] == first['version']  # resumes from the accepted push
+    assert after['frames_seen'] == before['frames_seen'] == after['resumed_pairs'] == 8
+    add(range(8, 10))
+    again = ray.get(actor.round.remote())
+    # A version it handed out before dying is never offered again.
+    assert again['version'] > offered['version']
+    assert ray.get(actor.status.remote())['frames_seen'] == 10
+
+
+def _status_if_restarted(actor, pid: int) -> dict | None:
+    try:
+        st = ray.get(actor.status.remote(), timeout=10.0)
+    except Exception:  # noqa: BLE001 -- the call that met the dying process
+        return None
+    return st if st['pid'] != pid else None
