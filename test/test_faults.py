@@ -352,7 +352,8 @@ def _factory() -> Path:
 def trainer_params(**extra) -> dict:
     """Return parameters of a trainer with tiny rounds and the gate always open."""
     return {'weights': str(_factory()), 'gate_margin': -1.0, 'min_frames': 8,
-            'steps_per_round': 1, 'batch': 2, 'val_fraction': 0.25, 'num_threads': 1,
+            'push_bytes_per_point': 0.0, 'steps_per_round': 1, 'batch': 2,
+            'val_fraction': 0.25, 'num_threads': 1,
             'call_timeout': 5.0, 'retry_initial': 0.5, 'retry_max': 2.0, 'max_attempts': 100,
             # The fitted policy uploads every frame (explore = 1), so pairs keep coming.
             'policy_rule': 'fixed', 'target_upload_ratio': 1.0, 'min_disagreement': 0.0,

@@ -35,6 +35,7 @@ def test_two_robots_get_their_own_labels_and_weights(procs, rosnode, camvid, sha
         '--set', 'cloud_bridge.torch_threads=1', '--set', 'cloud_bridge.warmup=false',
         '--set', f'cloud_bridge.weights={shared_models / "espnet_c_camvid.pth"}',
         '--set', 'trainer.num_threads=1', '--set', 'trainer.gate_margin=-1.0',
+        '--set', 'trainer.push_bytes_per_point=0.0',  # every candidate pushed, whatever it costs
         '--set', 'trainer.min_frames=4', '--set', 'trainer.steps_per_round=2',
         '--set', 'trainer.batch=2', '--set', 'trainer.val_fraction=0.25',
     ])
@@ -124,7 +125,7 @@ def test_two_robots_get_their_own_labels_and_weights(procs, rosnode, camvid, sha
             assert lab.header.stamp.sec - ROBOTS[lab.robot_id] in range(1000)
         for r in ROBOTS:
             mine = [p for p in pushes if p.robot_id == r and p.accepted]
-            assert mine and mine[0].bytes > 100_000  # real weights crossed the downlink
+            assert mine and mine[0].bytes > 20_000  # real weights crossed the downlink (a delta)
     wait_until(lambda: all(r in stats and stats[r].model_version == max(
         p.active_version for p in pushes if p.robot_id == r and p.accepted) for r in ROBOTS),
         30, "both edges' stats reporting the pushed version")

@@ -10,7 +10,7 @@ it: a delta over the state the edge holds (the previous rebuilt state, per encod
 full fp32 weights file for ``full``. At the end the model each encoding left on the edge is
 scored (mIoU, 0-100) on the dusk test frames against the trainer's exact model.
 
-    python -m laecips_tools.push_bench --rounds 3 --frames 48 --test 40
+    python -m laecips_tools.push_bench --rounds 3 --frames 32 --test 24
 """
 
 from __future__ import annotations
