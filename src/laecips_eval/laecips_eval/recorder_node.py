@@ -194,7 +194,8 @@ class RecorderNode(Node):
                 'frames_in', 'masks_out', 'skipped', 'rejected', 'camera_lost', 'uploaded',
                 'bytes_up', 'no_cloud', 'held_back', 'labels_in', 'bytes_down',
                 'updates_accepted', 'updates_rejected', 'labels_untrusted', 'fused_fraction',
-                'cloud_trusted', 'weight_bytes_in', 'model_version', 'upload_ratio')}
+                'cloud_trusted', 'weight_bytes_in', 'model_version', 'upload_ratio',
+                'bn_shift', 'bn_adapted', 'bn_harm_trips')}
 
     # ---- progress ----------------------------------------------------------------------
     def _graph_ready(self) -> bool:

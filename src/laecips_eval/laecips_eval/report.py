@@ -110,6 +110,10 @@ def summarize(run: dict) -> dict:
     # Trust in the cloud: labels the edge did not fuse because the teacher was unhealthy.
     out['labels_untrusted'] = int(es.get('labels_untrusted', 0))
     out['fused_fraction'] = float(es.get('fused_fraction', 0.0))
+    # Edge-local BN adaptation at the end of the run (laecips_core.bn_adapt).
+    out['bn_shift_end'] = float(es.get('bn_shift', 0.0))
+    out['bn_adapted_end'] = bool(es.get('bn_adapted', False))
+    out['bn_harm_trips'] = int(es.get('bn_harm_trips', 0))
     out['edge_weight_bytes_in'] = int(es.get('weight_bytes_in', 0))
     for src in ('cloud', 'edge', 'last', 'none'):
         out[f'source_{src}'] = sum(1 for f in frames if f['source'] == src)
