@@ -336,19 +336,20 @@ def models(measured: dict) -> list[fs.ServiceModel]:
     return out
 
 
-def simulation(measured: dict, robots: list[int], rate: float, upload: float,
+def simulation(measured: dict, robots: list[int], rate: float, uploads: list[float],
                deadline: float, rtt: float) -> list[dict]:
-    """Find the GPUs (replicas) each fleet size needs, per service model."""
+    """Find the GPUs (replicas) each fleet size needs, per service model and upload ratio."""
     rows = []
     for m in models(measured):
-        for n in robots:
-            t = time.perf_counter()
-            r = fs.gpus_needed(fs.Fleet(n, rate, upload), m, deadline=deadline, rtt=rtt,
-                               max_batch=max(m.batch_seconds))
-            r = {'model': m.name, 'robots': n, **r,
-                 'sim_s': round(time.perf_counter() - t, 1)}
-            print(json.dumps(r), file=sys.stderr, flush=True)
-            rows.append(r)
+        for u in uploads:
+            for n in robots:
+                t = time.perf_counter()
+                r = fs.gpus_needed(fs.Fleet(n, rate, u), m, deadline=deadline, rtt=rtt,
+                                   max_batch=max(m.batch_seconds))
+                r = {'model': m.name, 'robots': n, **r,
+                     'sim_s': round(time.perf_counter() - t, 1)}
+                print(json.dumps(r), file=sys.stderr, flush=True)
+                rows.append(r)
     return rows
 
 
@@ -372,8 +373,8 @@ def sim_vs_live(rows: list[dict], service_s: float, rate: float, upload: float,
     return out
 
 
-def plot(rows: list[dict], path: Path, rate: float, upload: float, deadline: float) -> None:
-    """Plot the GPUs needed against robots, log-log, one line per service model."""
+def plot(rows: list[dict], path: Path, rate: float, deadline: float) -> None:
+    """Plot the GPUs needed against robots, log-log, one line per model and upload ratio."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -381,16 +382,20 @@ def plot(rows: list[dict], path: Path, rate: float, upload: float, deadline: flo
     by = collections.defaultdict(list)
     for r in rows:
         if r.get('gpus'):
-            by[r['model']].append((r['robots'], r['gpus']))
-    for name, pts in by.items():
+            by[(r['model'], r['upload'])].append((r['robots'], r['gpus']))
+    colours = {m: f'C{i}' for i, m in enumerate(dict.fromkeys(k[0] for k in by))}
+    styles = {u: s for u, s in zip(sorted({k[1] for k in by}, reverse=True),
+                                   ('-', '--', ':', '-.'))}
+    for (name, u), pts in by.items():
         x, y = zip(*sorted(pts))
-        ax.plot(x, y, 'o-', label=f'{name} ({y[-1] / x[-1]:.3g} per robot at {x[-1]})')
+        ax.plot(x, y, marker='o', ms=3, color=colours[name], ls=styles.get(u, '-'),
+                label=f'{name}, {u:.0%} up: {y[-1] / x[-1]:.3g}/robot at {x[-1]}')
     ax.set_xscale('log')
     ax.set_yscale('log')
     ax.set_xlabel('robots')
     ax.set_ylabel('labeller replicas (GPUs; CPU threads for the CPU model)')
     ax.set_title(f'Replicas for p95 label latency <= {deadline:g} s\n'
-                 f'{rate:g} Hz cameras, {upload:.0%} uploaded; discrete-event simulation')
+                 f'{rate:g} Hz cameras; discrete-event simulation (laecips_core.fleet_sim)')
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -412,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--sim-robots', type=int, nargs='+',
                     default=[1, 3, 10, 30, 100, 300, 1000, 3000, 10000])
     ap.add_argument('--sim-rate', type=float, default=10.0)
-    ap.add_argument('--sim-upload', type=float, default=0.3)
+    ap.add_argument('--sim-upload', type=float, nargs='+', default=[0.3, 0.16],
+                    help='upload ratios (0.16: the share LAECIPS uploaded at dusk, CamVid)')
     ap.add_argument('--rtt', type=float, default=0.05, help='simulated network round trip')
     ap.add_argument('--sim-only', action='store_true', help='no live runs, no Ray')
     args = ap.parse_args(argv)
@@ -454,8 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + '\n')
     if args.plot:
-        plot(report['simulation'], Path(args.plot), args.sim_rate, args.sim_upload,
-             args.deadline)
+        plot(report['simulation'], Path(args.plot), args.sim_rate, args.deadline)
     return 0
 
 
