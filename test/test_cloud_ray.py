@@ -290,3 +290,21 @@ def _status_if_restarted(actor, pid: int) -> dict | None:
     except Exception:  # noqa: BLE001 -- the call that met the dying process
         return None
     return st if st['pid'] != pid else None
+
+
+def test_params_file_sets_replicas_autoscaling_and_resources():
+    # Checked by Serve's own option classes, without starting Ray.
+    from laecips_cloud import ray_backend
+    from laecips_cloud.ray_replica import LabellerReplica
+    p = {k: v[0] for k, v in ray_backend.PARAMS.items()}
+    p.update(ray_replicas=3, ray_num_gpus=0.5, ray_num_cpus=2.0, ray_max_batch_size=8)
+    fixed = LabellerReplica.options(**ray_backend.deployment_options(p))
+    assert fixed.num_replicas == 3 and fixed._deployment_config.autoscaling_config is None
+    assert fixed.ray_actor_options == {'num_cpus': 2.0, 'num_gpus': 0.5}
+    assert fixed.max_ongoing_requests == 16
+    p.update(ray_max_replicas=10, ray_target_ongoing=4.0)
+    auto = LabellerReplica.options(**ray_backend.deployment_options(p))._deployment_config
+    a = auto.autoscaling_config
+    assert (a.min_replicas, a.max_replicas, a.target_ongoing_requests) == (3, 10, 4.0)
+    with pytest.raises(ValueError, match='backend'):
+        ray_backend.factory(dict(p, backend='Ray'), lambda *a, **k: None)
