@@ -73,10 +73,12 @@ def _frame(robot: str, seq: int, data: bytes | None = None) -> HardFrame:
 
 
 def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
+    # qos_depth: DDS's own reader history must hold the whole burst of 12 (+ probes): with
+    # keep-last 10 a loaded machine lost the burst's first frames before the bridge saw them.
     procs.node('bridge', 'laecips_cloud.bridge_node', params={
         'labeller': 'torchscript', 'weights': str(_model(tmp_path)), 'device': 'cpu',
         'max_batch': 4, 'max_wait_ms': 30.0, 'queue_size': 64, 'stats_period': 0.2,
-        'torch_threads': 1, 'max_payload_bytes': 100_000})
+        'torch_threads': 1, 'max_payload_bytes': 100_000, 'qos_depth': 64})
     lock = threading.Lock()
     labels, stats = [], []
 
