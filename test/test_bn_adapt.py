@@ -17,7 +17,7 @@ from laecips_core.bn_adapt import HarmCheck, StatsAdapter, agreement
 from laecips_core.metrics import confusion, miou
 from laecips_edge import engine
 from laecips_edge.factory import factory_weights
-from laecips_msgs.msg import EdgeStats
+from laecips_msgs.msg import EdgeStats, HardFrame
 
 
 def _factory():
@@ -127,3 +127,32 @@ def test_edge_node_reports_adaptation_over_dds(procs, rosnode, camvid):
     s = wait_until(lambda: stats and stats[-1].masks_out == len(dusk) and stats[-1], 30,
                    'stats covering every frame')
     assert s.bn_adapted and s.bn_shift >= 0.05 and s.bn_harm_trips == 0, s
+
+
+def test_edge_saves_its_upload_budget_for_a_drift_over_dds(procs, rosnode, camvid):
+    # Rule 'always' under a budget of 0.5 uploads/frame, 90 % of it kept for drift: by day
+    # the edge uploads ~0.05 of its frames after the first burst; once its statistics say
+    # the stream drifted (dusk), the savings go out.
+    procs.node('edge', 'laecips_edge.edge_node', params={
+        'image_qos': 'reliable', 'policy_rule': 'always', 'num_threads': 1,
+        'policy_params': 'budget=0.5,burst=4,save=0.9', 'bn_every': 1, 'bn_refresh': 4})
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    n = rosnode.node
+    masks, hard = [], []
+    n.create_subscription(Image, '/edge/mask', masks.append, qos)
+    n.create_subscription(HardFrame, '/laecips/hard_frames', hard.append, qos)
+    cam = n.create_publisher(Image, '/camera/image_raw', qos)
+    rosnode.wait_for_subscribers(cam, timeout=90.0)
+    day = cv.frames(camvid, 'test', (cv.DAY_TEST,))[:40]
+    dusk = cv.frames(camvid, 'train', (cv.DUSK,))[:24]
+    for i, f in enumerate(day + dusk):
+        msg = codecs.array_to_image(f.rgb(), Image, 'rgb8')
+        msg.header.stamp.sec = i
+        cam.publish(msg)
+        wait_until(lambda i=i: len(masks) > i, 30, f'mask {i}')
+    wait_until(lambda: len(hard) >= 1 and hard[-1].header.stamp.sec >= len(day), 30,
+               'uploads at dusk')
+    by_day = sum(h.header.stamp.sec < len(day) for h in hard)
+    at_dusk = len(hard) - by_day
+    assert by_day <= 4 + 0.05 * len(day) + 1, (by_day, at_dusk)
+    assert at_dusk >= 8, (by_day, at_dusk)
