@@ -252,8 +252,8 @@ def test_trainer_actor_restarted_resumes_from_its_state(local_ray, tmp_path):
     from laecips_edge.factory import factory_weights
     # Tiny rounds; a gate every candidate passes: this is about restarts, not learning.
     cfg = {'min_frames': 4, 'steps_per_round': 2, 'batch': 2, 'val_fraction': 0.25,
-           'val_size': 4, 'gate_margin': -1.0, 'class_balance': False, 'jitter': 0.0,
-           'scale': (1.0, 1.0)}
+           'val_size': 1, 'buffer_size': 4, 'gate_margin': -1.0, 'class_balance': False,
+           'jitter': 0.0, 'scale': (1.0, 1.0)}  # keeps 4 + 1 x 4 = 8 pairs on disk
     actor = ray_trainers.get_or_create('robot1', str(tmp_path), factory_weights(), cfg,
                                        max_restarts=2, num_cpus=0.5)
     rng = np.random.default_rng(0)
@@ -263,7 +263,8 @@ def test_trainer_actor_restarted_resumes_from_its_state(local_ray, tmp_path):
             rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
             ray.get(actor.add.remote(rgb, np.full((H, W), s % 3, np.uint8), s))
 
-    add(range(8))
+    add(range(10))
+    assert len(list((tmp_path / 'robot1' / 'pairs').glob('*.npz'))) == 8
     first = ray.get(actor.round.remote())
     _, meta = weights.from_bytes(first['data'], first['sha256'])  # pushable as it is
     assert meta.version == first['version']
@@ -276,12 +277,13 @@ def test_trainer_actor_restarted_resumes_from_its_state(local_ray, tmp_path):
     after = wait_until(lambda: _status_if_restarted(actor, before['pid']), 120.0,
                        'the trainer actor to come back in a new process')
     assert after['active_version'] == first['version']  # resumes from the accepted push
-    assert after['frames_seen'] == before['frames_seen'] == after['resumed_pairs'] == 8
-    add(range(8, 10))
+    assert after['frames_seen'] == before['frames_seen'] == 10
+    assert after['resumed_pairs'] == 8
+    add(range(10, 12))
     again = ray.get(actor.round.remote())
     # A version it handed out before dying is never offered again.
     assert again['version'] > offered['version']
-    assert ray.get(actor.status.remote())['frames_seen'] == 10
+    assert ray.get(actor.status.remote())['frames_seen'] == 12
 
 
 def _status_if_restarted(actor, pid: int) -> dict | None:

@@ -4,8 +4,9 @@
 Trainers as Ray actors: one per robot, restartable, resuming from a state directory.
 
 ``RobotTrainer`` wraps the trainer's per-robot ``laecips_cloud.distill.Distiller`` and keeps
-what it needs to resume under ``state_dir/<robot_id>/``: every (frame, cloud label) pair it
-was given (``pairs/<n>.npz``, written before ``add`` returns), the weights the robot's edge
+what it needs to resume under ``state_dir/<robot_id>/``: the (frame, cloud label) pairs it
+was given (``pairs/<n>.npz``, written before ``add`` returns; the newest that refill the
+replay buffer and the held-out set), the weights the robot's edge
 accepted last (``active.safetensors``) and the version counters (``state.json``). When Ray
 restarts the actor (``max_restarts``; its process died or was killed) the constructor finds
 that directory, rebuilds the distiller from the accepted weights, adds the pairs again in
@@ -63,7 +64,13 @@ class RobotTrainer:
         self.d.ensure_version_above(int(state.get('next_version', 1)) - 1)
         self.pending: dict | None = None
         self.resumed = 0
-        for path in sorted((self.dir / PAIRS_DIR).glob('*.npz')):
+        # Enough pairs to refill the replay buffer and the held-out set; older ones go.
+        k = round(1 / cfg.val_fraction) if cfg.val_fraction > 0 else 1
+        self.keep = cfg.buffer_size + cfg.val_size * k
+        files = sorted((self.dir / PAIRS_DIR).glob('*.npz'))
+        if files:  # the same train/validation split as before: it follows the pair's index
+            self.d.frames_seen = int(files[0].stem)
+        for path in files:
             with np.load(path) as z:
                 conf = z['confidence'] if 'confidence' in z else None
                 self.d.add(z['rgb'], z['label'], int(z['seq']), confidence=conf)
@@ -80,6 +87,7 @@ class RobotTrainer:
         with os.fdopen(fd, 'wb') as f:
             np.savez(f, **arrays)
         os.replace(tmp, self.dir / PAIRS_DIR / f'{n:09d}.npz')
+        (self.dir / PAIRS_DIR / f'{n - self.keep:09d}.npz').unlink(missing_ok=True)
         return self.d.add(rgb, label, seq, confidence=confidence)
 
     def round(self, steps: int | None = None) -> dict | None:
