@@ -86,7 +86,7 @@ def _run(seg, frames):
 
 def test_engine_adapts_at_dusk_not_by_day_and_restarts_on_push(camvid):
     sd, meta = weights.load(factory_weights())
-    opts = engine.Options(bn_momentum=0.05, bn_every=1, bn_refresh=4)
+    opts = engine.Options(bn_momentum=0.05, bn_period=0.0, bn_refresh=4)
     seg = engine.Segmenter(meta, sd, opts)
     seg.set_base(meta, sd)
     static = engine.Segmenter(meta, sd)
@@ -112,7 +112,7 @@ def test_engine_adapts_at_dusk_not_by_day_and_restarts_on_push(camvid):
 def test_edge_node_reports_adaptation_over_dds(procs, rosnode, camvid):
     procs.node('edge', 'laecips_edge.edge_node', params={
         'image_qos': 'reliable', 'policy_rule': 'never', 'num_threads': 1,
-        'stats_period': 0.2, 'bn_every': 1, 'bn_refresh': 4})
+        'stats_period': 0.2, 'bn_rate': 0.0, 'bn_refresh': 4})
     qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     n = rosnode.node
     stats, masks = [], []
@@ -135,7 +135,7 @@ def test_edge_saves_its_upload_budget_for_a_drift_over_dds(procs, rosnode, camvi
     # the stream drifted (dusk), the savings go out.
     procs.node('edge', 'laecips_edge.edge_node', params={
         'image_qos': 'reliable', 'policy_rule': 'always', 'num_threads': 1,
-        'policy_params': 'budget=0.5,burst=4,save=0.9', 'bn_every': 1, 'bn_refresh': 4})
+        'policy_params': 'budget=0.5,burst=4,save=0.9', 'bn_rate': 0.0, 'bn_refresh': 4})
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     n = rosnode.node
     masks, hard = [], []

@@ -80,7 +80,9 @@ class EdgeNode(Node):
         'bn_momentum': (0.05, 'test-time BatchNorm adaptation: momentum of the statistics '
                               're-estimated on the stream (edge-local, no bytes); 0 = off',
                         (0.0, 1.0)),
-        'bn_every': (2, 'BN adaptation observes one frame in N', (1, 1000)),
+        'bn_rate': (2.0, 'BN adaptation observes at most this many frames per second (each '
+                         'an eager forward pass, ~3x an inference); 0 = every frame',
+                    (0.0, 1000.0)),
         'bn_refresh': (4, 'observed frames between rebuilds of the fast model with the '
                           'adapted statistics', (1, 1000)),
         'bn_min_shift': (0.05, 'adapted statistics serve only once the stream is this far '
@@ -239,7 +241,8 @@ class EdgeNode(Node):
     def _load_model(self, p: dict) -> tuple[engine.Segmenter, Policy]:
         opts = engine.Options(mask_res=p['mask_res'], jit=p['jit'], input_size=(
             (p['input_height'], p['input_width']) if p['input_height'] > 0 else None),
-            bn_momentum=p['bn_momentum'], bn_every=p['bn_every'], bn_refresh=p['bn_refresh'],
+            bn_momentum=p['bn_momentum'], bn_refresh=p['bn_refresh'],
+            bn_period=1.0 / p['bn_rate'] if p['bn_rate'] > 0 else 0.0,
             bn_min_shift=p['bn_min_shift'])
         policy = Policy(p['policy_rule'], parse_params(p['policy_params']))
         if p['state_dir']:
