@@ -120,8 +120,9 @@ class TrainerNode(Node):
         'hmac_key_file': ('', 'file holding the shared HMAC key; when set, every push is '
                               'signed and unsigned labels are refused (laecips_core.signing)'),
         'push_mode': ('weights_and_policy', 'weights_and_policy | weights | policy (only)'),
-        'push_encoding': ('delta_int8', 'how weights cross the link: delta_int8 | delta_fp16 '
-                                        '(compressed delta over what the edge holds) | full'),
+        'push_encoding': ('delta_int8', 'how weights cross the link: delta_int8 | delta_int4 | '
+                                        'delta_fp16 | delta_sparse (compressed delta over what '
+                                        'the edge holds, laecips_core.delta) | full'),
         'push_bytes_per_point': (1e6, 'push bytes one point (0.01) of validated gain is worth: '
                                       'a candidate gaining less than its bytes / this is not '
                                       'pushed (0: off)', (0.0, 1e15)),

@@ -9,6 +9,8 @@ tensors are, for every tensor that changed between ``base`` and ``new``:
 - floating point, encoding ``delta_fp16``: ``name`` = (new - base) as F16;
 - floating point, encoding ``delta_int8``: ``name`` = round((new - base) / s) as I8 and
   ``name + SCALE_SUFFIX`` = s as a one-element F32 tensor (per-tensor scale max|d| / 127);
+- floating point, encoding ``delta_int4``: as ``delta_int8`` with 7 levels either side of 0
+  (s = max|d| / 7, still stored as I8: zlib packs the small alphabet);
 - floating point, encoding ``delta_sparse``: as ``delta_int8``, with every change of a
   weight matrix or kernel (2 or more dimensions) smaller than the tensor's largest ``keep``
   share (``SPARSE_KEEP``) sent as 0 (zlib then compresses the zeros away; the trainer's
@@ -42,7 +44,9 @@ import torch
 from laecips_core import weights
 
 FORMAT = 'laecips-delta/1'
-ENCODINGS = ('delta_fp16', 'delta_int8', 'delta_sparse')
+ENCODINGS = ('delta_fp16', 'delta_int8', 'delta_int4', 'delta_sparse')
+# Quantisation levels either side of 0 of the integer encodings (all stored as I8).
+LEVELS = {'delta_int8': 127, 'delta_int4': 7, 'delta_sparse': 127}
 # Share of each tensor's changes (the largest) a delta_sparse push carries.
 SPARSE_KEEP = 0.05
 SCALE_SUFFIX = '::scale'
@@ -114,8 +118,9 @@ def encode(new: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
                 k = max(1, int(d.numel() * keep))
                 floor = d.abs().flatten().kthvalue(d.numel() - k + 1).values
                 d = torch.where(d.abs() >= floor, d, torch.zeros_like(d))
-            scale = peak / 127.0
-            out[name] = torch.round(d / scale).clamp(-127, 127).to(torch.int8).contiguous()
+            lv = LEVELS[encoding]
+            scale = peak / lv
+            out[name] = torch.round(d / scale).clamp(-lv, lv).to(torch.int8).contiguous()
             out[name + SCALE_SUFFIX] = torch.tensor([scale], dtype=torch.float32)
     blob = st_save(out, metadata={'laecips': FORMAT, 'encoding': encoding})
     return zlib.compress(blob, LEVEL)
