@@ -92,14 +92,16 @@ def test_two_robots_get_their_own_labels_and_weights(procs, rosnode, camvid, sha
         procs.assert_alive()
 
     def unanswered(r):
-        # Frames the edge skipped (latest-frame policy) or the bridge dropped are counted,
-        # not lost: each frame gets a refined mask or shows up in a counter.
+        # Frames the edge skipped (latest-frame policy) or held back (the cloud's
+        # back-pressure), and frames the bridge dropped or labelled too late, for the trainer
+        # only, are counted, not lost: each frame gets a refined mask or shows up in a counter.
         s = stats.get(r)
         if s is None or s.frames_in < len(sent[r]):
             return len(sent[r])
         got = {m.header.stamp.sec for m in refined[r]}
-        drops = sum(c.dropped_queue + c.rejected for c in cloud[-1:])
-        return len(set(sent[r]) - got) - s.skipped - s.rejected - s.no_cloud - drops
+        drops = sum(c.dropped_queue + c.rejected + c.labelled_for_training for c in cloud[-1:])
+        return (len(set(sent[r]) - got) - s.skipped - s.rejected - s.no_cloud - s.held_back
+                - drops)
 
     def answered():
         with lock:
