@@ -257,7 +257,7 @@ def _resize(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(PILImage.fromarray(rgb).resize((w, h), PILImage.BILINEAR))
 
 
-def bench_shipped_camera(seconds: float) -> dict:
+def bench_shipped_camera(seconds: float, overrides: dict | None = None) -> dict:
     """Measure the camera row (module docstring, 3.): frames masked with shipped settings."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -274,7 +274,8 @@ def bench_shipped_camera(seconds: float) -> dict:
     if not profile:
         profile = str(nodes.config_dir() / dds.SHM_PROFILE)
         env.update(dds.profile_env(profile, env))
-    argv = nodes.module_argv(nodes.EDGE, robot_id='bench', camera_topic=CAM_TOPIC)
+    argv = nodes.module_argv(nodes.EDGE, robot_id='bench', camera_topic=CAM_TOPIC,
+                             overrides={k: nodes.Raw(v) for k, v in (overrides or {}).items()})
     procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env=env, start_new_session=True)]
     ctx = rclpy.Context()
@@ -282,7 +283,8 @@ def bench_shipped_camera(seconds: float) -> dict:
     node = rclpy.create_node('bench_shipped', context=ctx)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
     stats: list = []
     lat: list[float] = []
 
@@ -336,6 +338,7 @@ def bench_shipped_camera(seconds: float) -> dict:
             if p.poll() is None:
                 p.kill()
         ex.shutdown()
+        spin.join(5.0)  # a thread still in the executor at exit aborts the interpreter
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
 
@@ -364,14 +367,17 @@ def main(argv: list[str] | None = None) -> int:
                     help='length of the shipped-settings camera row')
     ap.add_argument('--only-shipped-camera', action='store_true',
                     help='run the shipped-settings camera row alone')
+    ap.add_argument('--camera-set', action='append', default=[], metavar='KEY=VALUE',
+                    help='edge parameter over config/edge.yaml in the camera row (diagnosis)')
     ap.add_argument('--camera-process', metavar='TOPIC', help=argparse.SUPPRESS)
     ap.add_argument('--out', help='also write the JSON here')
     args = ap.parse_args(argv)
     if args.camera_process:  # the camera of the shipped-settings row, in its own process
         return camera_process(args.camera_process, args.camera_seconds)
+    overrides = dict(kv.split('=', 1) for kv in args.camera_set)
     if args.only_shipped_camera:
         report = {'cpu_count': os.cpu_count(), 'loadavg_before': os.getloadavg(),
-                  'shipped_camera': bench_shipped_camera(args.camera_seconds),
+                  'shipped_camera': bench_shipped_camera(args.camera_seconds, overrides),
                   'loadavg_after': os.getloadavg()}
         text = _dumps(report)
         print(text)
@@ -395,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                           for t in args.node_threads]
         os.environ.clear()
         os.environ.update(shipped_env)
-        report['shipped_camera'] = bench_shipped_camera(args.camera_seconds)
+        report['shipped_camera'] = bench_shipped_camera(args.camera_seconds, overrides)
     report['loadavg_after'] = os.getloadavg()
     text = _dumps(report)
     print(text)
