@@ -659,6 +659,7 @@ class EdgeNode(Node):
             self.running = False
             self.wake.notify_all()
         self.worker.join(5.0)
+        self.segmenter.close()
         self.updater.shutdown(wait=False, cancel_futures=True)
 
 

@@ -171,6 +171,13 @@ class Segmenter:
         self._shifts = {'active': 0.0, 'base': 0.0}
         self.use_adapted = True
         self._observed = -math.inf  # time.monotonic() of the last observation
+        # Observations and twin rebuilds run on a thread of their own (the other core), so
+        # the camera's frames never wait for them; a frame offered while it is busy is
+        # simply not observed. One slot: (role, model, frame).
+        self._adapt_job: tuple[str, _Active, torch.Tensor] | None = None
+        self._adapt_wake = threading.Condition()
+        self._adapt_thread: threading.Thread | None = None
+        self._adapt_stop = False
 
     def set_base(self, meta: weights.WeightsMeta, state_dict: dict[str, torch.Tensor]) -> None:
         """
@@ -357,15 +364,57 @@ class Segmenter:
         return own
 
     def _adapt(self, role: str, own: _Active, x: torch.Tensor) -> None:
-        """Observe a frame every ``bn_period``; rebuild the adapted twin every ``bn_refresh``."""
-        ad = own.adapter
-        if ad is None:
+        """Offer a frame to the adaptation thread, at most one every ``bn_period``."""
+        if own.adapter is None:
             return
         now = time.monotonic()
         if now - self._observed < self.options.bn_period:
             return
-        self._observed = now
-        ad.observe(x.contiguous())
+        with self._adapt_wake:
+            if self._adapt_job is not None:  # still busy with the last one
+                return
+            self._observed = now
+            self._adapt_job = (role, own, x.contiguous().clone())
+            if self._adapt_thread is None:
+                self._adapt_thread = threading.Thread(target=self._adapt_loop,
+                                                      name='bn-adapt', daemon=True)
+                self._adapt_thread.start()
+            self._adapt_wake.notify()
+
+    def _adapt_loop(self) -> None:
+        while True:
+            with self._adapt_wake:
+                while self._adapt_job is None and not self._adapt_stop:
+                    self._adapt_wake.wait()
+                if self._adapt_stop:
+                    return
+                role, own, x = self._adapt_job
+            try:
+                self._observe(role, own, x)
+            except Exception:  # noqa: BLE001 -- adaptation must never stop inference
+                self._twins[role], self._shifts[role] = None, 0.0
+            finally:
+                with self._adapt_wake:
+                    self._adapt_job = None
+                    self._adapt_wake.notify_all()
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until the adaptation thread has finished its frame (tests, benchmarks)."""
+        with self._adapt_wake:
+            return self._adapt_wake.wait_for(lambda: self._adapt_job is None, timeout)
+
+    def close(self) -> None:
+        """Stop the adaptation thread."""
+        with self._adapt_wake:
+            self._adapt_stop = True
+            self._adapt_wake.notify_all()
+        if self._adapt_thread is not None:
+            self._adapt_thread.join(5.0)
+
+    def _observe(self, role: str, own: _Active, x: torch.Tensor) -> None:
+        """Observe one frame; rebuild the adapted twin every ``bn_refresh`` observations."""
+        ad = own.adapter
+        ad.observe(x)
         if ad.steps == 0:  # it collapsed and was reset: serve the model's own statistics
             self._twins[role], self._shifts[role] = None, 0.0
         elif ad.steps % max(1, self.options.bn_refresh) == 0:
