@@ -25,7 +25,12 @@ import torch
 
 from laecips_cloud.labellers import Labeller
 from laecips_core import codecs
-from laecips_core.frame_check import HardFrameError, check_robot_id, decode_hard_frame
+from laecips_core.frame_check import (
+    HardFrameError,
+    check_hard_frame,
+    check_robot_id,
+    decode_hard_frame,
+)
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
 
 QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -217,6 +222,15 @@ def test_bridge_queue_drops_oldest():
         node.close()
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
+
+
+def test_a_bomb_is_refused_on_arrival_from_its_header():
+    # Before the queue: a 64 Mpx PNG header takes no queue slot (rejected, not dropped).
+    with pytest.raises(HardFrameError, match='8000x8000 is over the limit'):
+        check_hard_frame(_frame('robot1', 1, _png_header_only(8000, 8000)), 100_000, 1 << 22)
+    check_hard_frame(_frame('robot1', 2), 100_000, 1 << 22)  # a real frame passes
+    # Bytes that do not parse are left to the decoder on the worker.
+    check_hard_frame(_frame('robot1', 3, b'not an image'), 100_000, 1 << 22)
 
 
 # --- fuzzing the hard frame decoder (in-process, no ROS) -----------------------------------

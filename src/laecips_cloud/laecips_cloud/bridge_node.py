@@ -209,7 +209,7 @@ class BridgeNode(Node):
             self.counters['frames_in'] += 1
             self.counters['bytes_in'] += payload_size(msg)
         try:
-            check_hard_frame(msg, int(self.p['max_payload_bytes']))
+            check_hard_frame(msg, int(self.p['max_payload_bytes']), int(self.p['max_pixels']))
         except HardFrameError as e:
             self._reject(msg, e)
             return

@@ -3,7 +3,8 @@
 """
 The cloud bridge's checks of a hard frame: it comes from a robot, so it is untrusted.
 
-:func:`check_hard_frame` runs on arrival (robot id, empty image, payload size; no decoding),
+:func:`check_hard_frame` runs on arrival (robot id, empty image, payload size and, with
+``max_pixels``, the pixels the image's header declares; no decoding),
 :func:`decode_hard_frame` on the labelling worker (the JPEG or PNG frame and the optional PNG
 edge label, which must decode and match the frame's size). Messages are duck-typed
 (a laecips_msgs/HardFrame: robot_id, image, edge_label); both raise
@@ -12,10 +13,12 @@ edge label, which must decode and match the frame's size). Messages are duck-typ
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from laecips_core import codecs
 
@@ -43,7 +46,7 @@ def payload_size(msg: Any) -> int:
     return len(msg.image.data) + len(msg.edge_label.data)
 
 
-def check_hard_frame(msg: Any, max_payload_bytes: int) -> None:
+def check_hard_frame(msg: Any, max_payload_bytes: int, max_pixels: int | None = None) -> None:
     """Cheap checks on arrival, before queueing (no decoding); raise HardFrameError."""
     check_robot_id(msg.robot_id)
     if not len(msg.image.data):
@@ -51,6 +54,16 @@ def check_hard_frame(msg: Any, max_payload_bytes: int) -> None:
     size = payload_size(msg)
     if size > max_payload_bytes:
         raise HardFrameError(f'payload of {size} bytes (limit {max_payload_bytes})')
+    if max_pixels is not None:
+        # A decompression bomb is refused (counted as rejected) on arrival, before it takes
+        # a queue slot; a header that does not parse is left to the decoder's verdict.
+        try:
+            w, h = Image.open(io.BytesIO(bytes(msg.image.data)), formats=('JPEG', 'PNG')).size
+        except Exception:
+            return
+        if w * h > max_pixels:
+            raise HardFrameError(f'image: compressed image too large: {w}x{h} is over the '
+                                 f'limit of {max_pixels} pixels')
 
 
 def decode_hard_frame(msg: Any, max_payload_bytes: int = MAX_PAYLOAD_BYTES,
