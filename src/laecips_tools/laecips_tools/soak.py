@@ -347,11 +347,9 @@ def attack_accounting(peer: dict | None, edges: dict, cloud: dict, bursts: dict)
         return {'every_attack_counted': False, 'why': 'the hostile peer wrote no report'}
     per = peer['sent_per_robot']
     checks = {
-        # Bridge: a PNG bomb is refused from its header when the worker takes it (rejected);
-        # one dropped from the bridge's full queue before that is in dropped_queue.
-        'png_bomb': {'sent': peer['sent']['png_bomb'],
-                     'counted': cloud.get('rejected', 0) + cloud.get('dropped_queue', 0),
-                     'rejected': cloud.get('rejected', 0)},
+        # Bridge: a PNG bomb is refused from its header on arrival, before it takes a queue
+        # slot (frame_check.check_hard_frame), and counted in CloudStats.rejected.
+        'png_bomb': {'sent': peer['sent']['png_bomb'], 'counted': cloud.get('rejected', 0)},
     }
     for r, e in edges.items():
         sent = per.get(r, {})
