@@ -122,6 +122,42 @@ def fuse_bn(model: nn.Module) -> nn.Module:
     return model
 
 
+def fused_pairs(model: nn.Module) -> list[tuple[str, str, float]]:
+    """(conv name, BatchNorm name, eps) of every pair :func:`fuse_bn` folds, in ``model``."""
+    out = []
+    for prefix, mod in model.named_modules():
+        if not isinstance(mod, nn.Sequential):
+            continue
+        names = list(mod._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = mod._modules[a], mod._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                p = f'{prefix}.' if prefix else ''
+                out.append((p + a, p + b, float(bn.eps)))
+    return out
+
+
+def fuse_state(sd: dict[str, torch.Tensor], pairs: list[tuple[str, str, float]]
+               ) -> dict[str, torch.Tensor]:
+    """
+    Fold BatchNorm into convolutions in a state_dict, as :func:`fuse_bn` does to a model.
+
+    Tensor arithmetic only (no module is built): how the edge refreshes a traced model's
+    statistics many times a minute without holding up its camera frames.
+    """
+    out = dict(sd)
+    for conv, bn, eps in pairs:
+        w = out[f'{conv}.weight']
+        scale = out.pop(f'{bn}.weight') / torch.sqrt(out.pop(f'{bn}.running_var') + eps)
+        mean, beta = out.pop(f'{bn}.running_mean'), out.pop(f'{bn}.bias')
+        out.pop(f'{bn}.num_batches_tracked', None)
+        b = out.get(f'{conv}.bias')
+        out[f'{conv}.weight'] = w * scale.reshape(-1, *([1] * (w.dim() - 1)))
+        out[f'{conv}.bias'] = ((b if b is not None else torch.zeros_like(mean)) - mean) * scale \
+            + beta
+    return out
+
+
 def release_memory() -> None:
     """
     Hand freed heap back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
@@ -163,11 +199,15 @@ class Segmenter:
         self._base: _Active | None = None  # see set_base
         self.base_only = False  # see set_base
         # Test-time BN adaptation, per role ('active', 'base': whichever answers the stream):
-        # the model's twin with adapted statistics, a spare traced module for the next twin
-        # (traced modules are never freed, so they are reused across pushes), the stream's
-        # shift from that model's own statistics; and the switch the edge's harm check flips.
+        # the model's twin with adapted statistics; the one traced module each role's twins
+        # run on, traced here, before any frame (tracing holds up inference for ~0.1 s and
+        # its memory is never freed), then refreshed in place; the stream's shift from that
+        # model's own statistics; and the switch the edge's harm check flips.
         self._twins: dict[str, _Active | None] = {'active': None, 'base': None}
-        self._twin_spares: dict[str, _Active | None] = {'active': None, 'base': None}
+        self._twin_mods: dict[str, _Active | None] = {'active': None, 'base': None}
+        if self._active.adapter is not None and self.options.jit:
+            self._twin_mods['active'] = self._build(meta, state_dict, meta.version,
+                                                    adapt=False, spare=None)
         self._shifts = {'active': 0.0, 'base': 0.0}
         self.use_adapted = True
         self._observed = -math.inf  # time.monotonic() of the last observation
@@ -178,6 +218,7 @@ class Segmenter:
         self._adapt_wake = threading.Condition()
         self._adapt_thread: threading.Thread | None = None
         self._adapt_stop = False
+        self._pairs: list[tuple[str, str, float]] | None = None  # see fused_pairs
 
     def set_base(self, meta: weights.WeightsMeta, state_dict: dict[str, torch.Tensor]) -> None:
         """
@@ -194,6 +235,9 @@ class Segmenter:
         """
         weights.check_compatible(meta, self._active.meta)
         base = self._build(meta, state_dict, meta.version, spare=None)
+        if base.adapter is not None and self.options.jit and self._twin_mods['base'] is None:
+            self._twin_mods['base'] = self._build(meta, state_dict, meta.version, adapt=False,
+                                                  spare=None)
         with self._lock:
             self._base = base
 
@@ -235,8 +279,8 @@ class Segmenter:
         return self._active.state_dict
 
     def _build(self, meta: weights.WeightsMeta, sd: dict[str, torch.Tensor] | None,
-               version: int, adapt: bool = True, spare: _Active | None | str = 'swap'
-               ) -> _Active:
+               version: int, adapt: bool = True, spare: _Active | None | str = 'swap',
+               warm: int = 2) -> _Active:
         opt = self.options
         model = models.create(meta.arch, meta.num_classes, **meta.arch_cfg)
         if sd is not None:
@@ -261,9 +305,10 @@ class Segmenter:
             if opt.jit and not isinstance(model, torch.jit.ScriptModule):
                 model, busy = self._traced(model, example,
                                            self._spare if spare == 'swap' else spare)
-            for _ in range(2):  # warm-up here, so the first live frame pays nothing
+            out = None
+            for _ in range(warm):  # warm-up here, so the first live frame pays nothing
                 out = model(example)
-        if out.dim() != 4 or out.shape[1] != meta.num_classes:
+        if out is not None and (out.dim() != 4 or out.shape[1] != meta.num_classes):
             raise weights.WeightsError(f'model output {tuple(out.shape)} is not (B, '
                                        f'{meta.num_classes}, h, w)')
         return _Active(model, int(version), meta, sd, busy, adapter)
@@ -418,13 +463,29 @@ class Segmenter:
         if ad.steps == 0:  # it collapsed and was reset: serve the model's own statistics
             self._twins[role], self._shifts[role] = None, 0.0
         elif ad.steps % max(1, self.options.bn_refresh) == 0:
-            twin = self._build(own.meta, ad.apply(own.state_dict), own.version, adapt=False,
-                               spare=self._twin_spares[role])
+            twin = self._twin(role, own, ad.apply(own.state_dict))
             twin.adapted = True
-            old, self._twins[role] = self._twins[role], twin
+            self._twins[role] = twin
             self._shifts[role] = ad.shift()
-            if old is not None:
-                self._twin_spares[role] = old
+
+    def _twin(self, role: str, own: _Active, sd: dict[str, torch.Tensor]) -> _Active:
+        """Return ``own`` with the statistics in ``sd``, on the role's traced module."""
+        mod = self._twin_mods[role]
+        if mod is not None and self.options.fuse_bn:
+            if self._pairs is None:
+                self._pairs = fused_pairs(models.create(own.meta.arch, own.meta.num_classes,
+                                                        **own.meta.arch_cfg))
+            fused = fuse_state(sd, self._pairs)  # tensor arithmetic only: ~2 ms
+            target = mod.model.state_dict()
+            if fused.keys() == target.keys() and all(
+                    fused[k].shape == v.shape for k, v in target.items()):
+                with mod.busy:  # a frame may still be running on it: the next one sees these
+                    mod.model.load_state_dict(fused)
+                return _Active(mod.model, own.version, own.meta, sd, mod.busy)
+        # No traced module yet (jit off), or one this shortcut does not fit.
+        mod = self._build(own.meta, sd, own.version, adapt=False, spare=mod)
+        self._twin_mods[role] = mod
+        return mod
 
     def adaptation_pair(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Masks (at mask_res) of the active model with and without adapted statistics."""
