@@ -166,3 +166,19 @@ def test_edge_saves_its_upload_budget_for_a_drift_over_dds(procs, rosnode, camvi
     at_dusk = len(hard) - by_day
     assert by_day <= 4 + 0.05 * len(day) + 1, (by_day, at_dusk)
     assert at_dusk >= 8, (by_day, at_dusk)
+
+
+def test_fuse_state_folds_statistics_as_fuse_bn_does():
+    # The edge refreshes its traced model from a state_dict: the same numbers fuse_bn makes.
+    model, sd, meta = _factory()
+    sd = dict(sd)
+    for k in sd:
+        if k.endswith('running_var'):
+            sd[k] = sd[k] * 1.7
+    model.load_state_dict(sd)
+    pairs = engine.fused_pairs(model)
+    fused = engine.fuse_state(dict(model.state_dict()), pairs)
+    ref = engine.fuse_bn(model).state_dict()
+    assert pairs and fused.keys() == ref.keys()
+    for k, v in ref.items():
+        assert torch.allclose(fused[k].float(), v.float(), atol=1e-5), k

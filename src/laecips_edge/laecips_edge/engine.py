@@ -108,33 +108,28 @@ def calibration_of(meta: weights.WeightsMeta) -> Calibration:
         return IDENTITY
 
 
+def _conv_bn(model: nn.Module):
+    """Yield (prefix, Sequential, conv key, BatchNorm key) for each BatchNorm after a Conv2d."""
+    for prefix, mod in list(model.named_modules()):
+        if isinstance(mod, nn.Sequential):
+            names = list(mod._modules)
+            for a, b in zip(names, names[1:]):
+                if isinstance(mod._modules[a], nn.Conv2d) and isinstance(mod._modules[b],
+                                                                         nn.BatchNorm2d):
+                    yield (f'{prefix}.' if prefix else ''), mod, a, b
+
+
 def fuse_bn(model: nn.Module) -> nn.Module:
     """Fold every eval-mode BatchNorm2d that directly follows a Conv2d in a Sequential."""
-    for mod in list(model.modules()):
-        if not isinstance(mod, nn.Sequential):
-            continue
-        names = list(mod._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = mod._modules[a], mod._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                mod._modules[a] = fuse_conv_bn_eval(conv, bn)
-                mod._modules[b] = nn.Identity()
+    for _, mod, a, b in _conv_bn(model):
+        mod._modules[a] = fuse_conv_bn_eval(mod._modules[a], mod._modules[b])
+        mod._modules[b] = nn.Identity()
     return model
 
 
 def fused_pairs(model: nn.Module) -> list[tuple[str, str, float]]:
-    """(conv name, BatchNorm name, eps) of every pair :func:`fuse_bn` folds, in ``model``."""
-    out = []
-    for prefix, mod in model.named_modules():
-        if not isinstance(mod, nn.Sequential):
-            continue
-        names = list(mod._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = mod._modules[a], mod._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                p = f'{prefix}.' if prefix else ''
-                out.append((p + a, p + b, float(bn.eps)))
-    return out
+    """Return (conv name, BatchNorm name, eps) of every pair :func:`fuse_bn` folds."""
+    return [(p + a, p + b, float(mod._modules[b].eps)) for p, mod, a, b in _conv_bn(model)]
 
 
 def fuse_state(sd: dict[str, torch.Tensor], pairs: list[tuple[str, str, float]]
