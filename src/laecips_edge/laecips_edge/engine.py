@@ -208,8 +208,8 @@ class Segmenter:
         self._observed = -math.inf  # time.monotonic() of the last observation
         # Observations and twin rebuilds run on a thread of their own (the other core), so
         # the camera's frames never wait for them; a frame offered while it is busy is
-        # simply not observed. One slot: (role, model, frame).
-        self._adapt_job: tuple[str, _Active, torch.Tensor] | None = None
+        # simply not observed. One slot: ([(role, model)], frame).
+        self._adapt_job: tuple[list[tuple[str, _Active]], torch.Tensor] | None = None
         self._adapt_wake = threading.Condition()
         self._adapt_thread: threading.Thread | None = None
         self._adapt_stop = False
@@ -380,7 +380,7 @@ class Segmenter:
         pushed = base is not None and base.version != act.version
         role = 'base' if pushed and self.base_only else 'active'
         own = base if role == 'base' else act
-        self._adapt(role, own, x)
+        self._adapt(act, base, x)
         served = self._served(role, own)
         out = self._run(served, x, (h, w))
         expert = role
@@ -403,9 +403,17 @@ class Segmenter:
             return twin
         return own
 
-    def _adapt(self, role: str, own: _Active, x: torch.Tensor) -> None:
-        """Offer a frame to the adaptation thread, at most one every ``bn_period``."""
-        if own.adapter is None:
+    def _adapt(self, act: _Active, base: _Active | None, x: torch.Tensor) -> None:
+        """
+        Offer a frame to the adaptation thread, at most one every ``bn_period``.
+
+        Both the active and the base model observe it (when they adapt), whichever answers
+        now: when the teacher turns unhealthy the base takes over already adapted to the
+        stream, as the edge-only system's model is.
+        """
+        jobs = [(r, m) for r, m in (('active', act), ('base', base))
+                if m is not None and m.adapter is not None]
+        if not jobs:
             return
         now = time.monotonic()
         if now - self._observed < self.options.bn_period:
@@ -414,7 +422,7 @@ class Segmenter:
             if self._adapt_job is not None:  # still busy with the last one
                 return
             self._observed = now
-            self._adapt_job = (role, own, x.contiguous().clone())
+            self._adapt_job = (jobs, x.contiguous().clone())
             if self._adapt_thread is None:
                 self._adapt_thread = threading.Thread(target=self._adapt_loop,
                                                       name='bn-adapt', daemon=True)
@@ -428,11 +436,13 @@ class Segmenter:
                     self._adapt_wake.wait()
                 if self._adapt_stop:
                     return
-                role, own, x = self._adapt_job
+                jobs, x = self._adapt_job
             try:
-                self._observe(role, own, x)
-            except Exception:  # noqa: BLE001 -- adaptation must never stop inference
-                self._twins[role], self._shifts[role] = None, 0.0
+                for role, own in jobs:
+                    try:
+                        self._observe(role, own, x)
+                    except Exception:  # noqa: BLE001 -- adaptation must never stop inference
+                        self._twins[role], self._shifts[role] = None, 0.0
             finally:
                 with self._adapt_wake:
                     self._adapt_job = None
