@@ -31,7 +31,7 @@ from laecips_msgs.msg import CloudStats, EdgeStats
 
 QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 EDGE_KEYS = ('frames_in', 'masks_out', 'skipped', 'rejected', 'uploaded', 'no_cloud',
-             'labels_in', 'labels_rejected', 'model_version')
+             'held_back', 'labels_in', 'labels_rejected', 'model_version')
 CLOUD_KEYS = ('frames_in', 'labels_out', 'dropped_queue', 'rejected', 'queue_len')
 
 
@@ -59,7 +59,9 @@ class Peer:
     def _on_edge(self, s: EdgeStats) -> None:
         d = {k: int(getattr(s, k)) for k in EDGE_KEYS}
         open_ = d['frames_in'] - d['masks_out'] - d['skipped'] - d['rejected']
-        extra = d['uploaded'] + d['no_cloud'] - d['masks_out']
+        # Rule 'always': every mask is uploaded, not sent for want of a bridge, or held back
+        # while the bridge reports overload (back-pressure).
+        extra = d['uploaded'] + d['no_cloud'] + d['held_back'] - d['masks_out']
         with self.lock:
             if not (0 <= open_ <= 2 and 0 <= extra <= 1):
                 self.rec['violations'].append(d)
