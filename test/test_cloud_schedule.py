@@ -147,11 +147,12 @@ def test_back_pressure_thins_the_edges_uploads(procs, rosnode, tmp_path):
     t = threading.Thread(target=camera, daemon=True)
     t.start()
     try:
-        wait_until(lambda: any(m.overloaded for m in read('cloud')), 120.0,
-                   'the bridge to report overload')
-        start = read('edge')[-1] if read('edge') else None
-        wait_until(lambda: read('edge') and start is not None
-                   and read('edge')[-1].masks_out - start.masks_out >= 30, 120.0,
+        # Both needed before counting: the overload report can come before the edge's first
+        # stats (seen on Kilted), and a missing start would never count 30 more masks.
+        wait_until(lambda: any(m.overloaded for m in read('cloud')) and read('edge'), 120.0,
+                   'the bridge to report overload and the edge its stats')
+        start = read('edge')[-1]
+        wait_until(lambda: read('edge')[-1].masks_out - start.masks_out >= 30, 120.0,
                    '30 more masks from the edge')
         end = read('edge')[-1]
     finally:
