@@ -156,24 +156,40 @@ class Cameras:
             if m.robot_id in self.edge_reports:
                 self.edge_reports[m.robot_id] += 1
 
-    def handshake(self, timeout: float = 120.0) -> None:
-        """Send frames slowly until every edge has one, then take each edge's baseline."""
-        deadline = time.monotonic() + timeout
-        i = 0
+    def handshake(self, timeout: float = 120.0, retry: float = 15.0) -> None:
+        """
+        Send one frame at a time until every edge has taken one, then take each baseline.
 
-        def each_got_one() -> bool:
-            with self.lock:
-                return all(r in self.edge and self.edge[r].frames_in > 0 for r in self.sent)
-        while not each_got_one():
+        One frame in flight per robot: a frame that sat in DDS or the edge's queue past the
+        baseline would be counted as received but not as published. A frame is sent again
+        only after ``retry`` seconds without it arriving (lost before the subscription
+        matched, or on best effort), so a late handshake frame needs a delay that long.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.ready():  # frames before the edges' subscriptions match go nowhere
             if time.monotonic() > deadline:
+                raise RuntimeError('an edge did not subscribe to its camera')
+            time.sleep(0.1)
+
+        def got(r: str) -> bool:
+            with self.lock:
+                return r in self.edge and self.edge[r].frames_in > 0
+        sent_at: dict[str, float] = {}
+        i = 0
+        while not all(got(r) for r in self.sent):
+            now = time.monotonic()
+            if now > deadline:
                 raise RuntimeError('an edge received no camera frame')
-            self.publish(i)
+            for r in self.sent:
+                if not got(r) and now - sent_at.get(r, -retry) >= retry:
+                    self.publish(i, only=r)
+                    sent_at[r] = now
             i += 1
-            time.sleep(0.2)  # pacing the camera
+            time.sleep(0.1)
         with self.lock:
             seen = dict(self.edge_reports)
 
-        def idle() -> bool:  # two reports after the last frame, nothing in flight
+        def idle() -> bool:  # two reports after the first frame, nothing in flight
             with self.lock:
                 return all(self.edge_reports[r] >= seen[r] + 2 and self.edge[r].frames_in
                            == self.edge[r].masks_out + self.edge[r].skipped
@@ -199,9 +215,11 @@ class Cameras:
     def ready(self) -> bool:
         return all(p.get_subscription_count() > 0 for p in self.pubs.values())
 
-    def publish(self, i: int) -> None:
+    def publish(self, i: int, only: str | None = None) -> None:
         msg = self.msgs[i % len(self.msgs)]
         for r, pub in self.pubs.items():
+            if only is not None and r != only:
+                continue
             msg.header.stamp = self.node.get_clock().now().to_msg()
             msg.header.frame_id = f'{r}_camera'
             pub.publish(msg)
