@@ -3,13 +3,14 @@
 """The distillation core on synthetic data: replay buffer, gate, versions, rollback, worker."""
 
 import threading
+import zlib
 
 import numpy as np
 import pytest
 import torch
 
-from laecips_cloud.distill import DistillConfig, Distiller, ReplayBuffer
-from laecips_core import models, weights
+from laecips_cloud.distill import TRAIN_PARTS, DistillConfig, Distiller, ReplayBuffer
+from laecips_core import delta, models, weights
 
 SIZE = (64, 96)
 
@@ -101,3 +102,33 @@ def test_background_worker_emits_a_candidate():
     finally:
         d.stop()
     assert seen[0].version == 4 and len(seen) == 1  # pending blocks a second one
+
+
+def test_a_frozen_part_is_bit_identical_and_leaves_the_delta_push():
+    torch.manual_seed(2)
+    rng = np.random.default_rng(2)
+    state = models.create('fastscnn', 11).state_dict()
+    pairs = [_pair(rng) for _ in range(4)]
+    sizes = {}
+    for spec in ('all', 'decoder'):
+        d = Distiller(state, _meta(), DistillConfig(batch=2, min_frames=1, val_fraction=0.0,
+                                                    train_params=spec))
+        for i, p in enumerate(pairs):
+            d.add(*p, seq=i)
+        assert np.isfinite(d.train_steps(3))
+        new = d._snapshot()
+        moved = {k for k in state if not torch.equal(new[k], state[k])}
+        blob = delta.encode(new, state, 'delta_int8')
+        sizes[spec] = len(blob)
+        sent = {k.split('::')[0] for k in weights.from_bytes(zlib.decompress(blob))[0]}
+        assert sent == moved  # unchanged tensors cost nothing but their absence
+        if spec == 'decoder':
+            # Encoder weights, BN scales and statistics, BN step counters: all untouched,
+            # weight decay included; every decoder tensor trained.
+            assert moved and all(k.startswith(TRAIN_PARTS['decoder']) for k in moved)
+            assert all(k in moved for k, v in state.items()
+                       if k.startswith('classifier.') and v.is_floating_point())
+    full = len(weights.to_bytes(state, _meta()))
+    assert sizes['decoder'] < 0.05 * full < 0.15 * full < sizes['all']
+    with pytest.raises(ValueError, match='train_params'):
+        Distiller(state, _meta(), DistillConfig(train_params='decoder,encoder'))

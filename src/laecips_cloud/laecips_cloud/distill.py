@@ -12,7 +12,10 @@ student and the *active* version (what the edge runs) on a held-out slice of
 cloud-labelled frames; when the student agrees with the cloud better than the active version
 by ``gate_margin`` it becomes a :class:`Candidate`. The caller pushes it and reports back
 with :meth:`Distiller.commit` (accepted) or :meth:`Distiller.reject`; the version before
-the last commit is kept so :meth:`Distiller.rollback` can restore it.
+the last commit is kept so :meth:`Distiller.rollback` can restore it. ``train_params``
+names the part of the student that trains (:data:`TRAIN_PARTS`); the rest stays
+bit-identical to the version the edge holds, so a delta push (``laecips_core.delta``)
+leaves it out.
 
 No rclpy here: the trainer node wires this to topics and services.
 """
@@ -42,6 +45,56 @@ from laecips_core.metrics import confusion, miou, pixel_accuracy
 _log = logging.getLogger(__name__)
 # Label values never trained on: the class map's void and the PNG "no label" value.
 _NO_LABEL = 255
+_BN = nn.modules.batchnorm._BatchNorm
+
+# Parts of the student ``DistillConfig.train_params`` may name ('all', or parts joined by
+# commas): parameter-name prefixes (FastSCNN's; another architecture must match at least one
+# parameter), or None for the BatchNorm parts. A frozen module is frozen wholly: its
+# BatchNorm layers keep their running statistics too, so its delta is exactly zero.
+TRAIN_PARTS: dict[str, tuple[str, ...] | None] = {
+    # Pyramid pooling, feature fusion and classifier: 14 % of the weights.
+    'decoder': ('ppm.', 'fuse_low.', 'fuse_high.', 'classifier.'),
+    'classifier': ('classifier.',),
+    'norm': None,  # every BatchNorm's scale and shift, and its running statistics
+    'stats': None,  # every BatchNorm's running statistics only (no gradient)
+}
+
+
+def parse_train_params(spec: str) -> tuple[str, ...]:
+    """Return the parts ``spec`` names (('all',) for all); ValueError when it is not valid."""
+    if spec.strip() == 'all':
+        return ('all',)
+    parts = tuple(p.strip() for p in spec.split(',') if p.strip())
+    if not parts or any(p not in TRAIN_PARTS for p in parts):
+        raise ValueError(f'train_params {spec!r}: choose all or parts of {sorted(TRAIN_PARTS)} '
+                         "joined by ','")
+    return parts
+
+
+def select_params(model: nn.Module, spec: str) -> tuple[set[str], set[str]]:
+    """
+    Return what ``spec`` ('all' or parts of TRAIN_PARTS) trains in ``model``.
+
+    That is (names of the parameters to train, names of the BatchNorm modules whose running
+    statistics follow the training data). Raises ValueError for an unknown part or a spec
+    that trains no parameter of ``model``.
+    """
+    params = dict(model.named_parameters())
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, _BN)}
+    parts = parse_train_params(spec)
+    if parts == ('all',):
+        return set(params), set(bns)
+    train: set[str] = set()
+    for part in parts:
+        if part == 'norm':
+            train |= {f'{b}.{k}' for b, m in bns.items() for k, _ in m.named_parameters()}
+        elif TRAIN_PARTS[part]:
+            train |= {n for n in params if n.startswith(TRAIN_PARTS[part])}
+    if not train:
+        raise ValueError(f'train_params {spec!r} trains no parameter of this model')
+    stats = set(bns) if {'norm', 'stats'} & set(parts) else {
+        b for b, m in bns.items() if any(f'{b}.{k}' in train for k, _ in m.named_parameters())}
+    return train, stats
 
 
 @dataclass(eq=False)  # pairs are compared by identity (forget_recent), never by content
@@ -141,6 +194,9 @@ class DistillConfig:
     # Rehearsal frames (factory data with its labels) added to every training batch, per
     # stream pair in it, when the distiller has them.
     anchor_mix: float = 0.25
+    # What the student trains: 'all' or parts of TRAIN_PARTS joined by ',' (e.g.
+    # 'decoder,stats'). Frozen parts cost no push bytes (measured: laecips_tools.push_bench).
+    train_params: str = 'all'
 
 
 @dataclass
@@ -187,6 +243,12 @@ class Distiller:
         self.model = models.create(meta.arch, self.num_classes, **meta.arch_cfg)
         weights.check(state_dict, self.model)
         self.model.load_state_dict(state_dict)
+        train, self._bn_train = select_params(self.model, self.cfg.train_params)
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in train)
+        self._bn_frozen = [m for n, m in self.model.named_modules()
+                           if isinstance(m, _BN)
+                           and n not in self._bn_train]
         self.active = self._snapshot()
         self.active_version = int(meta.version)
         self.previous: tuple[int, dict[str, torch.Tensor]] | None = None
@@ -292,7 +354,9 @@ class Distiller:
 
     # ---- training -----------------------------------------------------------------------
     def _new_opt(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
+        # Frozen parameters stay out: AdamW's weight decay would move them.
+        return torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                 lr=self.cfg.lr,
                                  weight_decay=self.cfg.weight_decay)
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
@@ -357,6 +421,8 @@ class Distiller:
         losses = []
         with self._model_lock:
             self.model.train()
+            for m in self._bn_frozen:  # frozen statistics: eval mode neither reads nor moves them
+                m.eval()
             for _ in range(n):
                 # Rehearsal frames join the batch rather than displace stream pairs: the
                 # drift is learnt as fast as without them (taking them from the batch cost

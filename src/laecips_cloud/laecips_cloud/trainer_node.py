@@ -54,7 +54,7 @@ from rclpy.serialization import serialize_message
 import torch
 
 from laecips_cloud import policy_fit as pf
-from laecips_cloud.distill import Candidate, DistillConfig, Distiller
+from laecips_cloud.distill import Candidate, DistillConfig, Distiller, parse_train_params
 from laecips_core import anchor, codecs, delta, diagnostics, fusion, push_cost, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.pairing import Joiner, SeqContinuation, backoff_delay
@@ -174,6 +174,10 @@ class TrainerNode(Node):
                              (0, 100000)),
         'anchor_mix': (0.25, 'rehearsal frames added to each training batch, per stream pair '
                              'in it', (0.0, 1.0)),
+        'train_params': ('all', "what the student trains: 'all' or parts joined by ',' of "
+                                'decoder | classifier | norm (BatchNorm scale, shift and '
+                                'statistics) | stats (BatchNorm statistics); frozen parts '
+                                'cost no push bytes (laecips_cloud.distill.TRAIN_PARTS)'),
         'max_anchor_drop': (0.01, 'a candidate losing more anchor mIoU (0-1) than this '
                                   'against the factory model is not pushed', (0.0, 1.0)),
         'forget_on_trip': (8, "pairs taken back when a robot's teacher turns unhealthy (the "
@@ -185,6 +189,7 @@ class TrainerNode(Node):
         super().__init__('trainer', **kwargs)
         p = declare_params(self, self.PARAMS)
         check_choices(p, {'push_mode': PUSH_MODES, 'push_encoding': PUSH_ENCODINGS})
+        parse_train_params(p['train_params'])  # a bad spec stops the node here, not per robot
         self.p = p
         # A configured key that cannot be read stops the node rather than pushing unsigned.
         self.hmac_key = signing.load_key(p['hmac_key_file']) if p['hmac_key_file'] else None
@@ -204,7 +209,7 @@ class TrainerNode(Node):
             recent_fraction=p['recent_fraction'], val_fraction=p['val_fraction'],
             val_size=p['val_size'], gate_margin=p['gate_margin'],
             gate_metric=p['gate_metric'], seed=p['seed'], anchor_mix=p['anchor_mix'],
-            max_anchor_drop=p['max_anchor_drop'])
+            max_anchor_drop=p['max_anchor_drop'], train_params=p['train_params'])
         self.anchor = self.rehearsal = None
         if p['anchor_root'] != 'none':
             root = p['anchor_root'] or None
