@@ -1,5 +1,7 @@
 # Copyright 2026 LAECIPS-ROS developers
 # SPDX-License-Identifier: Apache-2.0
+from glob import glob
+
 from setuptools import find_packages, setup
 
 package_name = 'laecips_cloud'
@@ -11,6 +13,9 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
+        # The robust teacher and its training report (laecips train-teacher writes them).
+        ('share/' + package_name + '/weights', glob('weights/*.safetensors')
+         + glob('weights/*.json')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -21,6 +21,8 @@ setup(
     entry_points={
         'console_scripts': [
             'train_factory = laecips_tools.train_factory:main',
+            'train_teacher = laecips_tools.train_teacher:main',
+            'bench_corruptions = laecips_tools.bench_corruptions:main',
             'bench_edge = laecips_tools.bench_edge:main',
             'bench_cloud = laecips_tools.bench_cloud:main',
             'bench_fleet = laecips_tools.bench_fleet:main',

@@ -26,6 +26,9 @@ PASSTHROUGH = {
     'replay': ('laecips_eval.replay_node', 'replay a rosbag2 bag (node; takes --ros-args)'),
     'camvid-download': ('laecips_tools.camvid_download', 'download CamVid (SegNet version)'),
     'train-factory': ('laecips_tools.train_factory', 'train the factory edge model'),
+    'train-teacher': ('laecips_tools.train_teacher', 'train the robust cloud teacher (#20)'),
+    'bench-corruptions': ('laecips_tools.bench_corruptions', 'edge, ESPNet-C and the teacher '
+                          'under corruptions'),
     'calibrate-edge': ('laecips_tools.calibrate_edge', "store an edge model's confidence "
                        'calibration (anchor set) in its weights file'),
     'bench-edge': ('laecips_tools.bench_edge', 'edge model and node benchmark (JSON)'),

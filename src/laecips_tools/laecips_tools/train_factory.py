@@ -41,11 +41,11 @@ def _load(frames: list[cv.Frame]) -> tuple[torch.Tensor, torch.Tensor]:
     return imgs.contiguous(), gts.contiguous()
 
 
-def _batch(imgs, gts, idx, rng, size, mean, std):
-    """Random scale (0.4-0.8 of full res), crop to ``size``, flip, brightness/contrast."""
+def _batch(imgs, gts, idx, rng, size, mean, std, scale=(0.4, 0.8), augment=None):
+    """Random scale (of full res), crop to ``size``, flip, brightness/contrast, ``augment``."""
     x = imgs[idx].float().div_(255)
     y = gts[idx][:, None].float()
-    s = rng.uniform(0.4, 0.8)
+    s = rng.uniform(*scale)
     hw = (max(size[0], round(x.shape[2] * s)), max(size[1], round(x.shape[3] * s)))
     x = F.interpolate(x, hw, mode='bilinear', align_corners=False, antialias=True)
     y = F.interpolate(y, hw, mode='nearest')
@@ -61,6 +61,8 @@ def _batch(imgs, gts, idx, rng, size, mean, std):
     c = torch.from_numpy(rng.uniform(0.75, 1.25, (len(idx), 1, 1, 1))).float()
     m = x.mean((1, 2, 3), keepdim=True)
     x = ((x - m) * c + m * b).clamp_(0, 1)
+    if augment is not None:
+        x = augment(x)
     return (x - mean) / std, y
 
 
@@ -87,12 +89,26 @@ def evaluate(model: torch.nn.Module, frames: list[cv.Frame], meta: weights.Weigh
 
 
 def train(root: Path, minutes: float, seed: int = 0, batch: int = 8, lr: float = 4e-3,
-          max_wall_minutes: float = 15.0, log=print
+          max_wall_minutes: float = 15.0, log=print, *, arch_cfg: dict | None = None,
+          input_size: tuple[int, int] = INPUT_SIZE, crop: tuple[int, int] | None = None,
+          scale: tuple[float, float] = (0.4, 0.8), augment=None, role: str = 'factory model',
+          checkpoint=None, max_frames: int | None = None
           ) -> tuple[torch.nn.Module, weights.WeightsMeta, dict]:
-    """Train the default architecture on the day sequences for ``minutes`` of CPU time."""
+    """
+    Train the default architecture on the day sequences for ``minutes`` of CPU time.
+
+    ``input_size``: what the model is run at; ``crop``: training crops (default the input
+    size) taken at ``scale`` of full resolution; ``augment``: a function on float batches in
+    [0, 1] (the teacher's corruptions); ``checkpoint(model, meta, step)`` is called every
+    500 steps (a long run keeps what it has); ``max_frames``: an even subset (tests). The
+    dusk drive (0001TP) is never seen.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    crop = crop or input_size
     frames = cv.frames(root, 'train', cv.DAY_TRAIN)
+    if max_frames:
+        frames = frames[::max(1, len(frames) // max_frames)][:max_frames]
     imgs, gts = _load(frames)
     # Normalisation from the training images themselves (RGB, 0..1 scale).
     f = imgs[::4].float().div_(255)
@@ -104,11 +120,12 @@ def train(root: Path, minutes: float, seed: int = 0, batch: int = 8, lr: float =
     freq = freq / freq.sum()
     cw = (freq.median() / freq.clamp_min(1e-6)).sqrt().clamp(0.2, 5.0).float()
     meta = weights.WeightsMeta(
-        arch=models.DEFAULT_ARCH, arch_cfg={}, class_map=CAMVID, input_size=INPUT_SIZE,
+        arch=models.DEFAULT_ARCH, arch_cfg=dict(arch_cfg or {}), class_map=CAMVID,
+        input_size=tuple(input_size),
         mean=tuple(round(float(v), 4) for v in mean_v),
         std=tuple(round(float(v), 4) for v in std_v), version=1,
         training_data=(f'CamVid train, day sequences {", ".join(cv.DAY_TRAIN)} only '
-                       f'({len(frames)} frames); factory model, seed {seed}'))
+                       f'({len(frames)} frames); {role}, seed {seed}'))
     model = models.create(meta.arch, n, **meta.arch_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     mean, std = mean_v.view(1, 3, 1, 1), std_v.view(1, 3, 1, 1)
@@ -124,19 +141,24 @@ def train(root: Path, minutes: float, seed: int = 0, batch: int = 8, lr: float =
         for g in opt.param_groups:
             g['lr'] = lr * min(1.0, (step + 1) / warmup) * (1 - frac) ** 0.9
         idx = rng.choice(len(frames), batch, replace=False)
-        x, y = _batch(imgs, gts, idx, rng, INPUT_SIZE, mean, std)
-        logits = models.upsample(model(x), INPUT_SIZE)
+        x, y = _batch(imgs, gts, idx, rng, crop, mean, std, scale, augment)
+        logits = models.upsample(model(x), crop)
         loss = F.cross_entropy(logits, y, weight=cw, ignore_index=void)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
         step += 1
+        if checkpoint is not None and step % 500 == 0:
+            checkpoint(model, meta, step)
+            model.train()
         if step % 50 == 0:
             log(f'step {step} {elapsed / 60:.1f} min loss {np.mean(losses[-50:]):.3f}')
     info = {'steps': step, 'cpu_minutes': round((time.process_time() - cpu0) / 60, 2),
             'wall_minutes': round((time.monotonic() - start) / 60, 2),
             'batch': batch, 'lr': lr, 'seed': seed, 'train_frames': len(frames),
+            'train_sequences': sorted({f.sequence for f in frames}), 'crop': list(crop),
+            'scale': list(scale),
             'final_loss': round(float(np.mean(losses[-50:])), 4) if losses else None}
     return model.eval(), meta, info
 

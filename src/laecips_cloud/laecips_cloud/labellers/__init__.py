@@ -11,9 +11,9 @@ hard frame (``edge_labels``); the others ignore it.
     lab = create('espnet_c', weights='../shared/models/espnet_c_camvid.pth')
     masks = lab.label([rgb1, rgb2])
 
-Names: ``espnet_c``, ``sam_ssa``, ``torchscript`` (and ``onnx`` when onnxruntime is
-installed). Implementations are imported on first use, so asking for ``espnet_c`` does not
-import segment_anything.
+Names: ``espnet_c``, ``sam_ssa``, ``teacher`` (the project's robust teacher, or any project
+weights file), ``torchscript`` (and ``onnx`` when onnxruntime is installed). Implementations
+are imported on first use, so asking for ``espnet_c`` does not import segment_anything.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ _REGISTRY: dict[str, str | Callable[..., 'Labeller']] = {
     'espnet_c': 'laecips_cloud.labellers.espnet_c:EspnetCLabeller',
     'sam_ssa': 'laecips_cloud.labellers.sam_ssa:SamSsaLabeller',
     'torchscript': 'laecips_cloud.labellers.torchscript:TorchScriptLabeller',
+    'teacher': 'laecips_cloud.labellers.teacher:TeacherLabeller',
     'onnx': 'laecips_cloud.labellers.torchscript:OnnxLabeller',
 }
 
