@@ -63,9 +63,10 @@ LOG_BURST, LOG_RATE = 20, 2.0
 
 # name: (default, description)
 PARAMS = {
-    'labeller': ('espnet_c', 'labeller name: espnet_c, sam_ssa, torchscript, onnx'),
+    'labeller': ('espnet_c', 'labeller name: espnet_c, sam_ssa, teacher, torchscript, onnx'),
     'weights': ('', 'espnet_c weights (.pth; empty: $LAECIPS_ESPNET_WEIGHTS or '
-                    'shared/models), or the torchscript/onnx model file'),
+                    'shared/models), teacher weights (empty: the committed robust teacher), '
+                    'or the torchscript/onnx model file'),
     'class_map': ('', 'class map JSON for torchscript/onnx models (empty: CamVid)'),
     'sam_checkpoint': ('', 'SAM checkpoint path (sam_ssa); fetch with sam_download'),
     'sam_model_type': ('vit_h', 'SAM size: vit_b, vit_l, vit_h (tiny: random-init test model)'),
