@@ -46,6 +46,15 @@ def test_seq_continues_across_an_edge_restart_but_not_a_reorder():
     assert s(1) == (21, False)
 
 
+def test_a_late_frame_is_not_taken_for_an_edge_restart():
+    s = SeqContinuation(reorder=8)
+    assert [s(q, 100.0 + q)[0] for q in range(30)] == list(range(30))
+    assert s(3, 103.0) == (3, False)  # labelled late: old seq, old stamp
+    assert s(30, 130.0) == (30, False)
+    assert s(0, 200.0) == (31, True)  # restarted: seq from 0, time went on
+    assert not s(10, 110.0)[1]  # a late frame of before the restart: no new restart
+
+
 def test_backoff_doubles_up_to_the_maximum_and_waits_at_least():
     assert [backoff_delay(n, 1.0, 5.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
     assert backoff_delay(1, 1.0, 5.0, at_least=30.0) == 30.0

@@ -301,7 +301,8 @@ class TrainerNode(Node):
             return
         feats = np.asarray(frame.features, np.float64)
         prop = pf.propensity(robot.policy, feats) if feats.size == 3 else 1.0
-        seq = self._continued_seq(robot, int(frame.seq))
+        stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
+        seq = self._continued_seq(robot, int(frame.seq), stamp)
         robot.distiller.add(rgb, lab, seq, feats if feats.size else None, prop, conf)
         with self.lock:
             self.counts['pairs'] += 1
@@ -327,9 +328,9 @@ class TrainerNode(Node):
                 self.counts['untrusted'] += 1
         return ok
 
-    def _continued_seq(self, robot: Robot, seq: int) -> int:
-        with self.lock:
-            s, restarted = robot.seq(seq)
+    def _continued_seq(self, robot: Robot, seq: int, stamp: float) -> int:
+        with self.lock:  # a late label's frame has an old stamp: no restart (pairing)
+            s, restarted = robot.seq(seq, stamp)
         if restarted:
             self.get_logger().info(f'{robot.robot_id}: seq went back to {seq} (edge '
                                    f'restarted?): continued as {s}')

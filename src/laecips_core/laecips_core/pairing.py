@@ -69,17 +69,28 @@ class Joiner:
 
 
 class SeqContinuation:
-    """One robot's seq, continued across edge restarts (a drop of more than SEQ_REORDER)."""
+    """
+    One robot's seq, continued across edge restarts.
+
+    A restart is a drop of more than ``reorder`` in seq *with a camera stamp newer than any
+    seen*: a restarted edge counts from 0 again while time goes on. A frame labelled late
+    (the bridge's training lane answers old frames when nothing fresh waits) also comes with
+    a much lower seq, but with an old stamp: it keeps its own number.
+    """
 
     def __init__(self, reorder: int = SEQ_REORDER):
         self.reorder = reorder
         self.base = 0  # added to the edge's seq, which starts from 0 at each edge start
         self.last = -1  # the largest continued seq so far
+        self.newest: float | None = None  # the newest camera stamp so far (seconds)
 
-    def __call__(self, seq: int) -> tuple[int, bool]:
-        """Return (the continued seq, whether the edge restarted)."""
+    def __call__(self, seq: int, stamp: float | None = None) -> tuple[int, bool]:
+        """Return (the continued seq, whether the edge restarted); ``stamp``: camera time."""
         s = seq + self.base
-        restarted = s < self.last - self.reorder
+        late = stamp is not None and self.newest is not None and stamp <= self.newest
+        if stamp is not None:
+            self.newest = stamp if self.newest is None else max(self.newest, stamp)
+        restarted = s < self.last - self.reorder and not late
         if restarted:  # the edge counts from 0 again: continue after what came before
             self.base = self.last + 1 - seq
             s = self.last + 1
