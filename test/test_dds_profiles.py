@@ -67,3 +67,33 @@ def test_profile_env_names():
     assert set(dds.profile_env('p.xml', {})) == (both if major == 2 else {dds.NEW_VAR})
     assert dds.profile_set({dds.OLD_VAR: 'a.xml'}) == 'a.xml'
     assert dds.profile_set({}) is None
+
+
+@pytest.mark.parametrize('base', [None, 'fastdds_shm.xml', 'fastdds_udp.xml'])
+def test_capped_profile_loads(tmp_path, base):
+    # The edge's profile (#17 defect 3) over each shipped one, with QoS from XML as it runs.
+    # AUTO: the publish mode of the base's writer profile (as _load; the udp one paces).
+    environ = {dds.PUBLICATION_MODE: 'AUTO', **(dds.profile_env(CONFIG / base) if base else {})}
+    path = tmp_path / 'capped.xml'
+    env = dds.cap_requests([dds.request_topic('/robot1/edge/update_weights')], path, environ)
+    assert env[dds.QOS_FROM_XML] == '1' and dds.capped('rq/robot1/edge/update_weightsRequest',
+                                                       env)
+    text = path.read_text()
+    assert '<data_reader profile_name="rq/robot1/edge/update_weightsRequest">' in text
+    assert text.count('PREALLOCATED_WITH_REALLOC') == 4  # discovery (2), writers, readers
+    if base == 'fastdds_shm.xml':
+        assert 'shm_large' in text
+    r = subprocess.run([sys.executable, '-c', NODE], env={**os.environ, **environ, **env},
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip().endswith('ok'), r.stdout[-2000:]
+    assert 'Error' not in r.stdout, r.stdout[-2000:]
+
+
+def test_ros_names_follow_remap_rules():
+    argv = ['edge', '--ros-args', '-p', 'a:=1', '-r', '__ns:=/robot1', '-r', 'other:__ns:=/x']
+    assert dds.ros_names(argv, 'edge') == ('/robot1', 'edge')
+    assert dds.ros_names(argv + ['--remap', 'edge:__node:=e2'], 'edge') == ('/robot1', 'e2')
+    assert dds.ros_names(['edge', '-r', '__ns:=/ignored'], 'edge') == ('/', 'edge')
+    assert dds.request_topic('/robot1/edge/update_weights') == \
+        'rq/robot1/edge/update_weightsRequest'
+    assert not dds.capped('rq/a', {dds.CAPPED_VAR: 'rq/a'})  # QoS not taken from XML

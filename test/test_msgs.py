@@ -23,9 +23,9 @@ def _fill(msg, rng):
         cur = getattr(msg, name)
         if hasattr(cur, 'get_fields_and_field_types'):
             _fill(cur, rng)
-        elif kind == 'string':
+        elif kind == 'string' or kind.startswith('string<'):  # bounded: at most 32 here
             setattr(msg, name, f'{name}-{rng.integers(1000)}-é')
-        elif kind == 'sequence<string>':
+        elif kind.startswith('sequence<string'):
             setattr(msg, name, ['a', 'bb', name])
         elif kind == 'boolean':
             setattr(msg, name, True)

@@ -3,25 +3,34 @@
 """
 What an oversize ``update_weights`` request costs the edge in memory (#17 defect 3).
 
-A peer process sends one ~200 MB request (far above ``max_update_bytes``) to an edge
-process; the edge refuses it, and its resident memory is sampled from /proc while the
-request travels and after the answer. rclpy deserialises the whole request before the
-node's size check runs, so today the edge's RSS grows by several times the request: the
-test is marked xfail (strict) until the transport bounds it, and turns into a failure the
-day it passes so the marker goes.
+A hostile writer in the test process (``peers/raw_request.py``: a peer with its own DDS
+stack is not held to the message's bounds) sends one 200 MiB request to an edge process
+while its resident memory is sampled from /proc. The edge's Fast DDS profile
+(``laecips_core.dds.capped_profile``) gives the request reader payloads of the request
+type's bound (16 MiB of weights), so DDS refuses the request at its first fragment, with
+a log line of its own and no memory taken (before: 337 -> 1,129 MiB at peak, rclpy
+deserialised it whole). A request under that bound but over the edge's
+``max_update_bytes`` reaches the node and is refused and counted there; a real push still
+lands after both.
 """
 
-import array
 import threading
 
-import pytest
-from test_edge_node import Peer, _start
+from conftest import wait_until
+from peers.raw_request import RawRequestWriter, oversize_request
+from test_edge_node import NS, Peer, _start
 
+from laecips_core import weights
+from laecips_edge.factory import factory_weights
 from laecips_msgs.srv import UpdateWeights
 
 REQUEST_BYTES = 200 << 20
-# Growth allowed: the edge's own max_update_bytes (8 MiB here) a few times over, plus slack.
+MAX_UPDATE_BYTES = 8 << 20
+# Growth allowed while the edge refuses both: the 9 MiB request reassembled, deserialised
+# and converted to Python (~3 copies) plus slack; the 200 MiB one alone grew it ~790 MiB.
 BOUND = 64 << 20
+# Fast DDS's own line when a change is larger than a PREALLOCATED history's payloads.
+DDS_REFUSAL = 'is larger than the history payload size'
 
 
 def _rss(pid: int) -> int:
@@ -31,35 +40,73 @@ def _rss(pid: int) -> int:
     raise RuntimeError(f'no VmRSS for {pid}')
 
 
-@pytest.mark.xfail(strict=True, reason='#17 defect 3: rclpy deserialises the whole request '
-                                       'before max_update_bytes is checked; no transport cap')
-def test_an_oversize_request_costs_the_edge_bounded_memory(procs, rosnode, tmp_path):
-    edge = _start(procs, tmp_path / 'state', rule='never', max_update_bytes=8 << 20)
-    peer = Peer(rosnode)
-    # A first (small, refused) call: the service, its threads and buffers are warm.
-    res = rosnode.call(peer.update, UpdateWeights.Request(version=2), timeout=90.0)
-    assert not res.accepted
-    before = _rss(edge.pid)
-    peak = [before]
-    done = threading.Event()
+class _Peak:
+    """Sample a process's resident memory every 20 ms until the block ends."""
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss(edge.pid))
-            done.wait(0.02)
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    req = UpdateWeights.Request(version=2, format='safetensors')
-    req.weights = array.array('B', bytes(REQUEST_BYTES))
+    def __init__(self, pid: int):
+        self.pid, self.peak, self.done = pid, _rss(pid), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.done.is_set():
+            self.peak = max(self.peak, _rss(self.pid))
+            self.done.wait(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join(5.0)
+        self.peak = max(self.peak, _rss(self.pid))
+
+
+def test_an_oversize_request_costs_the_edge_bounded_memory(procs, rosnode, tmp_path):
+    edge = _start(procs, tmp_path / 'state', rule='never', max_update_bytes=MAX_UPDATE_BYTES)
+    peer = Peer(rosnode)
+    writer = RawRequestWriter(rosnode.node, UpdateWeights, f'{NS}/edge/update_weights')
     try:
-        res = rosnode.call(peer.update, req, timeout=180.0)
+        # A first (small, unsigned: refused) call: the service, its threads and buffers warm.
+        res = rosnode.call(peer.update, UpdateWeights.Request(version=2), timeout=90.0)
+        assert not res.accepted and 'signature' in res.reason, res.reason
+        wait_until(lambda: writer.matched() > 0, 30.0, 'the raw writer matched the service')
+        hostile = UpdateWeights.Request(version=2, format='safetensors', sha256='0' * 64,
+                                        weights=b'\xab' * 16)
+        cdr = oversize_request(hostile, 'weights', REQUEST_BYTES)
+        before = _rss(edge.pid)
+        with _Peak(edge.pid) as peak:
+            writer.write(cdr)
+            del cdr
+            # Refused by DDS (capped), or else taken whole and refused by the node.
+            wait_until(lambda: DDS_REFUSAL in procs.log('edge') or
+                       f'({REQUEST_BYTES + 16} bytes' in procs.log('edge'), 90.0,
+                       "the 200 MiB request's refusal in the edge's log")
+            dds_peak = peak.peak
+            # Under the type's bound, over max_update_bytes: the node refuses and counts it.
+            big = UpdateWeights.Request(version=2, format='safetensors',
+                                        weights=bytes(MAX_UPDATE_BYTES + (1 << 20)))
+            res = rosnode.call(peer.update, big, timeout=60.0)
+            del big
+        assert not res.accepted and 'too large' in res.reason, res.reason
+        after = _rss(edge.pid)
+        procs.assert_alive()
+        print(f'edge RSS before {before >> 20} MiB, peak with the {REQUEST_BYTES >> 20} MiB '
+              f'request {dds_peak >> 20} MiB, with the {(MAX_UPDATE_BYTES >> 20) + 1} MiB one '
+              f'{peak.peak >> 20} MiB, after {after >> 20} MiB')
+        took = (dds_peak - before) >> 20
+        assert dds_peak - before < 8 << 20, f'the 200 MiB request took {took} MiB'
+        assert DDS_REFUSAL in procs.log('edge')
+        assert peak.peak - before < BOUND, f'peak grew {(peak.peak - before) >> 20} MiB'
+        assert after - before < BOUND, f'grew {(after - before) >> 20} MiB after the answers'
+        # Counted: the warm-up and the 9 MiB request; the 200 MiB one never reached the node.
+        wait_until(lambda: peer.stats and peer.stats[-1].updates_rejected == 2, 30.0,
+                   'two refused updates in /laecips/stats')
+
+        # A real (full, signed) push lands after both.
+        sd, meta = weights.load(factory_weights())
+        res = peer.call(2, weights.to_bytes(sd, meta))
+        assert res.accepted and res.active_version == 2, res.reason
+        procs.assert_alive()
     finally:
-        done.set()
-        t.join(5.0)
-    assert not res.accepted and 'too large' in res.reason, res.reason
-    after = _rss(edge.pid)
-    procs.assert_alive()
-    print(f'edge RSS before {before >> 20} MiB, peak {peak[0] >> 20} MiB, after '
-          f'{after >> 20} MiB for a {REQUEST_BYTES >> 20} MiB request')
-    assert peak[0] - before < BOUND, f'peak grew {(peak[0] - before) >> 20} MiB'
-    assert after - before < BOUND, f'grew {(after - before) >> 20} MiB after the answer'
+        writer.close()

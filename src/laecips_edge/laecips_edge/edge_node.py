@@ -29,6 +29,8 @@ import json
 import math
 import os
 import re
+import sys
+import tempfile
 import threading
 import time
 
@@ -40,7 +42,7 @@ from rclpy.serialization import serialize_message
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
-from laecips_core import bn_adapt, codecs, diagnostics, fusion, signing, weights
+from laecips_core import bn_adapt, codecs, dds, diagnostics, fusion, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.camera_loss import CameraLoss
 from laecips_core.policy import Backoff, Budget, Policy, PolicyError, parse_params
@@ -61,6 +63,10 @@ UPLOAD_MEMORY = 1024
 LOG_PERIOD = 5.0
 # Update requests taken but not yet answered (each may be up to max_update_bytes).
 MAX_QUEUED_UPDATES = 2
+# The bound of UpdateWeights.weights (the .srv file is the one place it is stated).
+MAX_REQUEST_WEIGHTS = next(t.maximum_size for n, t in zip(
+    UpdateWeights.Request.get_fields_and_field_types(), UpdateWeights.Request.SLOT_TYPES)
+    if n == 'weights')
 
 
 class EdgeNode(Node):
@@ -117,8 +123,11 @@ class EdgeNode(Node):
                               'refused'),
         'max_pixels': (16 << 20, 'camera frames with more pixels (raw, or decoded from JPEG/PNG)'
                                  ' are rejected before decoding', (1, 1 << 40)),
-        'max_update_bytes': (64 << 20, 'update_weights requests with more bytes (weights + '
-                                       'policy) are rejected before any parsing', (1, 1 << 40)),
+        'max_update_bytes': (MAX_REQUEST_WEIGHTS, 'update_weights requests with more bytes '
+                                                  '(weights + policy) are rejected before any '
+                                                  'parsing (DDS drops requests with more '
+                                                  'weight bytes than the message bound, 16 '
+                                                  'MiB, before that)', (1, 1 << 40)),
         'base_weights': ('', "kept beside pushed weights: each frame is answered by the one "
                              "surer of it (calibrated); empty = the factory weights, 'none' = "
                              'off (pushed weights alone)'),
@@ -232,6 +241,14 @@ class EdgeNode(Node):
         self.update_done = self.create_guard_condition(lambda: None, callback_group=group)
         self.create_service(UpdateWeights, ifc.UPDATE_WEIGHTS, self._on_update_async,
                             callback_group=group)
+        topic = dds.request_topic(self.resolve_service_name(ifc.UPDATE_WEIGHTS))
+        if dds.capped(topic):
+            self.get_logger().info(f'update_weights: requests over {MAX_REQUEST_WEIGHTS} weight '
+                                   'bytes are dropped by DDS before they take memory')
+        else:  # e.g. main() not used: requests are then reassembled whatever their size
+            self.get_logger().warning(f'update_weights: no Fast DDS cap on {topic}: an '
+                                      'oversize request is reassembled whole before it is '
+                                      'checked')
         self.create_timer(p['stats_period'], self._publish_stats)
         self.running = True
         self.worker = threading.Thread(target=self._work, name='edge-infer', daemon=True)
@@ -690,7 +707,17 @@ def _frame_id(msg, seq: int) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(EdgeNode, args)
+    # Cap update_weights requests at the transport (laecips_core.dds.capped_profile) before
+    # the node's DDS participant reads its profiles; the node checks that it took.
+    ns, name = dds.ros_names(sys.argv if args is None else args, 'edge')
+    service = f'{ns.rstrip("/")}/{name}/{ifc.UPDATE_WEIGHTS.removeprefix("~/")}'
+    fd, path = tempfile.mkstemp(prefix='laecips-edge-dds-', suffix='.xml')
+    os.close(fd)
+    try:
+        os.environ.update(dds.cap_requests([dds.request_topic(service)], path))
+        run_node(EdgeNode, args)
+    finally:
+        os.unlink(path)
 
 
 if __name__ == '__main__':
