@@ -10,7 +10,8 @@ part of the student that trains; the rest stays as the edge holds it). After eac
 every encoding is pushed as the trainer pushes it: a delta over the state the edge holds
 (the previous rebuilt state, per encoding), the full fp32 weights file for ``full``. At the
 end the model each encoding left on the edge is scored (mIoU, 0-100) on the dusk test
-frames against the trainer's exact model. One row per subset, side by side.
+frames against the trainer's exact model. One row per subset, side by side. ``--rehearsal``
+mixes factory frames into every batch as the trainer does (``rehearsal_frames``).
 
     python -m laecips_tools.push_bench --rounds 3 --frames 32 --test 24 \
         --train all decoder decoder,stats norm --encodings delta_int8
@@ -27,15 +28,17 @@ import numpy as np
 import torch
 
 from laecips_cloud.distill import TRAIN_PARTS, DistillConfig, Distiller, Pair
-from laecips_core import camvid, delta, weights
+from laecips_core import anchor, camvid, delta, weights
 from laecips_edge.factory import factory_weights
 
 
 def run_subset(spec: str, sd: dict, meta: weights.WeightsMeta, adapt: list, test: list,
-               rounds: int, steps: int, encodings: list[str]) -> dict:
+               rounds: int, steps: int, encodings: list[str], seed: int = 0,
+               rehearsal: anchor.AnchorSet | None = None) -> dict:
     """Train ``spec`` from the factory state for ``rounds`` rounds; return its row."""
-    torch.manual_seed(0)
-    dist = Distiller(sd, meta, DistillConfig(val_fraction=0.0, train_params=spec))
+    torch.manual_seed(seed)
+    dist = Distiller(sd, meta, DistillConfig(val_fraction=0.0, train_params=spec, seed=seed),
+                     rehearsal=rehearsal)
     for i, f in enumerate(adapt):
         dist.add(f.rgb(), f.gt(), seq=i)
     held = {enc: dict(sd) for enc in encodings}  # what each encoding left on the edge
@@ -81,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
                          f"{sorted(TRAIN_PARTS)} joined by ','")
     ap.add_argument('--encodings', nargs='+', default=list(delta.ENCODINGS),
                     choices=delta.ENCODINGS, help='delta encodings pushed')
+    ap.add_argument('--seed', type=int, default=0, help='seed of sampling and augmentation')
+    ap.add_argument('--rehearsal', type=int, default=0,
+                    help="factory frames mixed into training as the trainer's rehearsal_frames "
+                         '(0: none)')
     ap.add_argument('--root', default=None, help='CamVid folder (found as usual)')
     a = ap.parse_args(argv)
     root = camvid.find_root(a.root)
@@ -92,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     adapt = [adapt[i] for i in np.linspace(0, len(adapt) - 1, a.frames).astype(int)]
     test = [test[i] for i in np.linspace(0, len(test) - 1, a.test).astype(int)]
     sd, meta = weights.load(factory_weights())
+    # As the trainer loads them: beside the anchor gate's frames (its default count).
+    rehearsal = anchor.load(root, 24, a.rehearsal) if a.rehearsal > 0 else None
     factory = Distiller(sd, meta, DistillConfig(val_fraction=0.0))
     pairs = [Pair(f.rgb(), f.gt()) for f in test]
     out = {'command': 'python -m laecips_tools.push_bench ' + ' '.join(
@@ -99,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
            'full_push_bytes': len(weights.to_bytes(sd, meta)),
            'state_bytes': delta.state_bytes(sd),
            'miou_factory': factory.agreement(factory.build(sd), pairs)['miou'] * 100,
-           'subsets': [run_subset(spec, sd, meta, adapt, test, a.rounds, a.steps, a.encodings)
+           'subsets': [run_subset(spec, sd, meta, adapt, test, a.rounds, a.steps, a.encodings,
+                                  a.seed, rehearsal)
                        for spec in a.train]}
     print(json.dumps(out, indent=1))
 
