@@ -10,9 +10,12 @@ actor is killed mid-stream (``ray.kill``): Serve replaces it and frames keep bei
 every frame either labelled or counted as dropped; malformed frames are rejected by the
 bridge's own checks as with the in-process labeller. A second bridge, for another shard of
 robots (its own topics), uses the same replicas. A trainer actor (``laecips_cloud.ray_trainers``)
-killed in the middle of a push is restarted by Ray and resumes from its state directory. Ray
-(one local instance for the module) is shut down at teardown and no Ray
-process of this test may be left behind.
+killed in the middle of a push is restarted by Ray and resumes from its state directory; and
+through the system: the trainer node with ``backend: ray`` pushes to a stand-in edge service
+over DDS, its robot's actor is killed mid-stream, and the node goes on pushing versions the
+restarted actor trained from its persisted state. Ray (one local instance for the module, on
+the loopback address only) is shut down at teardown and no Ray process of this test may be
+left behind.
 """
 
 import os
@@ -31,8 +34,10 @@ import ray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 import torch
 
-from laecips_core import codecs
-from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
+from laecips_cloud import ray_backend, ray_trainers
+from laecips_core import codecs, weights
+from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame, WeightPush
+from laecips_msgs.srv import UpdateWeights
 
 QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 H, W = 48, 64
@@ -83,14 +88,15 @@ def _ray_procs(tmp: str) -> list[int]:
 
 @pytest.fixture(scope='module')
 def local_ray():
-    """Start a local Ray in this process (2 CPUs, no dashboard); stop it and check it is gone."""
+    """Start a local Ray here (2 CPUs, no dashboard, loopback); stop it, check it is gone."""
     from ray import serve
     tmp = tempfile.mkdtemp(prefix='lray', dir='/tmp')  # short: Ray's socket paths are long
     os.environ['RAY_TMPDIR'] = tmp
     try:
-        ray.init(num_cpus=2, include_dashboard=False, namespace='laecips',
-                 configure_logging=False, log_to_driver=False)
-        yield ray.get_runtime_context().gcs_address, tmp
+        assert ray_backend.connect('', 2, log_to_driver=False)
+        address = ray.get_runtime_context().gcs_address
+        assert address.startswith('127.0.0.1:'), address  # no traffic off this machine
+        yield address, tmp
     finally:
         try:
             serve.shutdown()
@@ -310,3 +316,87 @@ def test_params_file_sets_replicas_autoscaling_and_resources():
     assert (a.min_replicas, a.max_replicas, a.target_ongoing_requests) == (3, 10, 4.0)
     with pytest.raises(ValueError, match='backend'):
         ray_backend.factory(dict(p, backend='Ray'), lambda *a, **k: None)
+
+
+def test_trainer_node_ray_backend_pushes_across_an_actor_restart(local_ray, procs, rosnode,
+                                                                 tmp_path):
+    address, tmp = local_ray
+    state_dir = tmp_path / 'trainers'
+    procs.node('trainer', 'laecips_cloud.trainer_node', env={'RAY_TMPDIR': tmp}, params={
+        'backend': 'ray', 'ray_address': address, 'ray_state_dir': str(state_dir),
+        'ray_num_cpus': 0.5, 'num_threads': 1, 'anchor_root': 'none',
+        # Tiny rounds and a gate every candidate passes: this is about restarts.
+        'gate_margin': -1.0, 'min_frames': 3, 'steps_per_round': 1, 'batch': 2,
+        'val_fraction': 0.25, 'val_size': 2, 'buffer_size': 8,
+        'push_encoding': 'full', 'push_bytes_per_point': 0.0, 'retry_initial': 0.2,
+        'retry_max': 1.0, 'max_attempts': 100,
+        'service_pattern': '/{robot_id}/fake_edge/update_weights'})
+    n = rosnode.node
+    pub_f = n.create_publisher(HardFrame, '/laecips/cloud/frames', QOS)
+    pub_l = n.create_publisher(CloudLabel, '/laecips/cloud_labels', QOS)
+    lock = threading.Lock()
+    pushes, edge = [], {'active': 1, 'bad': []}
+
+    def serve(req, res):  # the edge's rule: intact weights of a newer version
+        with lock:
+            try:
+                _, meta = weights.from_bytes(bytes(req.weights), req.sha256)
+                ok = meta.version == req.version > edge['active']
+            except weights.WeightsError as e:
+                edge['bad'].append(str(e))
+                ok = False
+            res.accepted, res.reason = ok, 'ok' if ok else 'refused'
+            edge['active'] = max(edge['active'], req.version) if ok else edge['active']
+            res.active_version = edge['active']
+        return res
+
+    n.create_service(UpdateWeights, '/robot7/fake_edge/update_weights', serve)
+    n.create_subscription(WeightPush, '/laecips/weight_pushes', pushes.append, QOS)
+    rosnode.wait_for_subscribers(pub_f, timeout=120.0)
+    rosnode.wait_for_subscribers(pub_l, timeout=120.0)
+    rng = np.random.default_rng(7)
+    seq = iter(range(10 ** 6))
+
+    def pair():  # the bridge's part: a labelled frame and its label (any order joins)
+        s = next(seq)
+        rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        hf = HardFrame(robot_id='robot7', seq=s, features=[0.5, 0.4, 0.3], model_version=1)
+        codecs.encode_compressed(rgb, hf.image, 'jpeg', 90)
+        cl = CloudLabel(robot_id='robot7', seq=s, labeller='test')
+        codecs.encode_compressed(np.full((H, W), s % 3, np.uint8), cl.label, 'png')
+        pub_f.publish(hf)
+        pub_l.publish(cl)
+
+    def accepted_from(version: int):
+        def cond():
+            pair()  # a steady stream: the actor trains while it runs
+            return next((p for p in list(pushes) if p.accepted and p.version >= version), None)
+        return cond
+
+    first = wait_until(accepted_from(2), 120.0, 'a push accepted', period=0.3)
+    # The commit reached the actor: its accepted weights are on disk to resume from.
+    active = state_dir / 'robot7' / 'active.safetensors'
+    wait_until(lambda: active.is_file(), 30.0, 'the accepted weights persisted')
+    actor = ray.get_actor(ray_trainers.actor_name('robot7'), namespace='laecips')
+    before = ray.get(actor.status.remote())
+    pair()
+    pushed = max(p.version for p in list(pushes) if p.accepted)
+    ray.kill(actor, no_restart=False)  # mid-stream; Ray restarts it in a new process
+
+    def restarted():
+        pair()
+        return _status_if_restarted(actor, before['pid'])
+
+    after = wait_until(restarted, 120.0, 'the trainer actor to come back in a new process',
+                       period=0.3)
+    # The same actor, restarted by Ray, resumed from what the accepted push left on disk.
+    assert after['actor_id'] == before['actor_id']
+    assert after['resumed_pairs'] >= 1 and after['active_version'] >= first.version
+    # Versions from next_version on can only come from the restarted actor.
+    later = wait_until(accepted_from(after['next_version']), 120.0,
+                       'a push the restarted actor trained', period=0.3)
+    assert later.version > pushed
+    assert not edge['bad'] and edge['active'] >= later.version
+    assert 'trainer actor restarted by Ray' in procs.log('trainer')
+    procs.assert_alive()
+    assert procs.stop('trainer', timeout=30.0) == 0

@@ -14,8 +14,9 @@ a live replica) up to ``ray_retries`` times; a frame that still has no answer co
 ``None`` in its slot and is counted in ``counters['failed']``, so the caller drops and counts it.
 
 ``ray_address``: ``auto`` (the cluster this machine belongs to, ``ray start``), ``host:port``
-or ``ray://host:port`` (Ray Client), or empty: start a local Ray on this machine, shut down
-again with the bridge. Bridges naming the same ``ray_app`` on one cluster share its replicas
+or ``ray://host:port`` (Ray Client), or empty: start a local Ray on this machine, on the
+loopback address only, shut down again with the bridge (``connect``; the trainer's too).
+Bridges naming the same ``ray_app`` on one cluster share its replicas
 (robots sharded across bridges); the first one deploys it. ray is imported on first use: the
 in-process backend never imports it.
 """
@@ -23,6 +24,7 @@ in-process backend never imports it.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 from typing import Callable, Sequence
 
@@ -59,6 +61,35 @@ PARAMS = {
 }
 
 
+# Ray's switch between a cluster node and one machine alone: off, every Ray process binds and
+# connects to the loopback address (else Ray resolves even 127.0.0.1 to the routable one).
+SINGLE_MACHINE_ENV = 'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'
+
+
+def connect(address: str, local_cpus: int = 0, **kwargs) -> bool:
+    """
+    Join the Ray cluster at ``address``, or start a local Ray when it is empty.
+
+    A local Ray serves this machine alone: it listens and talks on the loopback address only.
+    Returns True when this call started Ray (the caller shuts it down). ``kwargs`` go to
+    ``ray.init`` (over the defaults: namespace ``laecips``, no dashboard, logs to the driver).
+    """
+    if not address:  # read by Ray on import, and by the processes it starts
+        os.environ[SINGLE_MACHINE_ENV] = '0'
+    import ray
+    if ray.is_initialized():
+        return False
+    opts = dict(namespace='laecips', log_to_driver=True, configure_logging=False)
+    opts.update(kwargs)
+    if address:
+        ray.init(address=address, **opts)
+        return False
+    from ray._private import ray_constants  # already imported: the variable came too late
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(**{'num_cpus': int(local_cpus) or None, 'include_dashboard': False, **opts})
+    return True
+
+
 def deployment_options(p: dict) -> dict:
     """Return Serve deployment options (replicas or autoscaling, resources) from params."""
     opts: dict = {
@@ -82,23 +113,13 @@ class RayLabeller(Labeller):
 
     def __init__(self, labeller: str, params: dict, p: dict, torch_threads: int = 0,
                  log: Callable[[str], None] = print):
-        import ray
         from ray import serve
         self._log = log
         self.counters: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(int(p['ray_max_in_flight']))
         self._timeout, self._retries = float(p['ray_timeout_s']), int(p['ray_retries'])
-        self._started_ray = False
-        if not ray.is_initialized():
-            address = p['ray_address'] or None
-            common = dict(namespace='laecips', log_to_driver=True, configure_logging=False)
-            if address is None:
-                ray.init(num_cpus=int(p['ray_local_cpus']) or None, include_dashboard=False,
-                         **common)
-                self._started_ray = True
-            else:
-                ray.init(address=address, **common)
+        self._started_ray = connect(p['ray_address'], int(p['ray_local_cpus']))
         app = p['ray_app']
         try:  # another bridge (or the operator) deployed it: share its replicas
             self.handle = serve.get_app_handle(app)

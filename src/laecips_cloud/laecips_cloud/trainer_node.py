@@ -14,7 +14,10 @@ when it restarts). A robot's seq is continued across such a restart (a drop of m
 Each robot gets its own ``Distiller`` (one model per robot: robots drift differently -
 another camera, another route, another time of day - and a robot's pushes must only ever
 reflect what that robot saw), initialised from the ``weights`` file (the factory weights by
-default), the version the edges start with.
+default), the version the edges start with. With ``backend: ray`` each robot's distiller
+runs in its own restartable Ray actor that persists its pairs and accepted weights
+(``laecips_cloud.ray_trainers``; the ``ray_*`` parameters); the node still joins, pushes and
+commits, through a stand-in whose calls (but a policy-only fit) never wait on Ray.
 
 When a student passes the gate the node fits the upload policy on the robot's kept pairs
 with the new model (``policy_fit``) and calls ``service_pattern`` (default
@@ -54,6 +57,7 @@ from rclpy.serialization import serialize_message
 import torch
 
 from laecips_cloud import policy_fit as pf
+from laecips_cloud import ray_trainers
 from laecips_cloud.distill import Candidate, DistillConfig, Distiller, parse_train_params
 from laecips_core import anchor, codecs, delta, diagnostics, fusion, push_cost, signing, weights
 from laecips_core import interface as ifc
@@ -183,12 +187,14 @@ class TrainerNode(Node):
         'forget_on_trip': (8, "pairs taken back when a robot's teacher turns unhealthy (the "
                               "labels that formed the verdict; the bridge's health_window)",
                            (0, 1 << 24)),
+        **ray_trainers.PARAMS,
     }
 
     def __init__(self, **kwargs):
         super().__init__('trainer', **kwargs)
         p = declare_params(self, self.PARAMS)
-        check_choices(p, {'push_mode': PUSH_MODES, 'push_encoding': PUSH_ENCODINGS})
+        check_choices(p, {'push_mode': PUSH_MODES, 'push_encoding': PUSH_ENCODINGS,
+                          'backend': ('local', 'ray')})
         parse_train_params(p['train_params'])  # a bad spec stops the node here, not per robot
         self.p = p
         # A configured key that cannot be read stops the node rather than pushing unsigned.
@@ -220,6 +226,10 @@ class TrainerNode(Node):
             self.get_logger().warning(
                 'no anchor set (CamVid day train frames; anchor_root): candidates are gated '
                 'on the cloud labels only and nothing stops them forgetting the factory data')
+        self.ray = None  # backend ray: each robot's distiller in its own actor
+        if p['backend'] == 'ray':
+            log = self.get_logger()
+            self.ray = ray_trainers.Fleet(p, path, log.info, log.warning)
         self.recipe = pf.Recipe(rule=p['policy_rule'],
                                 target_upload_ratio=p['target_upload_ratio'],
                                 min_disagreement=p['min_disagreement'], explore=p['explore'],
@@ -341,8 +351,11 @@ class TrainerNode(Node):
             robot = self.robots.get(robot_id)
             if robot is not None:
                 return robot
-            dist = Distiller(self.state, self.meta, self.cfg, anchor_set=self.anchor,
-                             rehearsal=self.rehearsal)
+            if self.ray is not None:
+                dist = self.ray.distiller(robot_id, self.cfg, self.state, self.meta.version)
+            else:
+                dist = Distiller(self.state, self.meta, self.cfg, anchor_set=self.anchor,
+                                 rehearsal=self.rehearsal)
             srv = self.p['service_pattern'].format(robot_id=robot_id)
             client = self.create_client(UpdateWeights, srv, callback_group=self.clients_group)
             robot = Robot(robot_id, dist, self.initial_policy, client,
@@ -407,7 +420,10 @@ class TrainerNode(Node):
 
     def _fit_policy(self, robot: Robot, state: dict) -> Policy | None:
         try:
-            fit = pf.fit_policy(robot.distiller, state, self.recipe)
+            if self.ray is not None:  # in the robot's actor, beside its pairs
+                fit = robot.distiller.fit_policy(state, self.recipe)
+            else:
+                fit = pf.fit_policy(robot.distiller, state, self.recipe)
         except ValueError as e:  # too few frames: keep the robot's policy
             self.get_logger().info(f'{robot.robot_id}: policy not refitted: {e}')
             return None
@@ -579,9 +595,11 @@ class TrainerNode(Node):
         return msg
 
     def close(self) -> None:
-        """Stop every robot's training thread."""
+        """Stop every robot's training thread (backend ray: then leave Ray)."""
         for robot in list(self.robots.values()):
             robot.distiller.stop()
+        if self.ray is not None:
+            self.ray.close()
 
 
 def main(args: list[str] | None = None) -> None:
