@@ -39,6 +39,7 @@ from dataclasses import asdict
 import json
 import os
 from pathlib import Path
+import shutil
 import tempfile
 import threading
 from typing import Callable
@@ -437,6 +438,7 @@ class Fleet:
         from laecips_cloud import ray_backend
         self.p, self._log, self._warn = p, log, warn
         self.started = ray_backend.connect(p['ray_address'], int(p['ray_local_cpus']))
+        self._temp = not p['ray_state_dir']  # nobody could resume from it: removed at close
         self.state_dir = p['ray_state_dir'] or tempfile.mkdtemp(prefix='laecips_trainers_')
         # Paths, not data: Ray cannot restart an actor whose constructor arguments sit in
         # its object store (ray-project/ray#53727), so each actor reads the weights and the
@@ -454,7 +456,8 @@ class Fleet:
     def distiller(self, robot_id: str, cfg: DistillConfig, state: dict,
                   version: int) -> RemoteDistiller:
         """Return the stand-in for ``robot_id``'s distiller; its actor starts with it."""
-        threads = int(self.p.get('num_threads', 0))
+        # num_threads 0 ('one per core'): the cores the actor reserved, not the machine's.
+        threads = int(self.p['num_threads']) or max(1, round(float(self.p['ray_num_cpus'])))
 
         def create():
             return get_or_create(robot_id, self.state_dir, self.weights_path, asdict(cfg),
@@ -463,7 +466,9 @@ class Fleet:
                                int(self.p['ray_max_queued']), self._log, self._warn)
 
     def close(self) -> None:
-        """Disconnect from Ray (shut down the local Ray this trainer started)."""
+        """Disconnect from Ray (its actors end; the local Ray this trainer started too)."""
         import ray
         if ray.is_initialized():
             ray.shutdown()
+        if self._temp:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
