@@ -355,10 +355,11 @@ def test_trainer_node_ray_backend_pushes_across_an_actor_restart(local_ray, proc
     rosnode.wait_for_subscribers(pub_f, timeout=120.0)
     rosnode.wait_for_subscribers(pub_l, timeout=120.0)
     rng = np.random.default_rng(7)
-    seq = iter(range(10 ** 6))
+    sent = []
 
     def pair():  # the bridge's part: a labelled frame and its label (any order joins)
-        s = next(seq)
+        s = len(sent)
+        sent.append(s)
         rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
         hf = HardFrame(robot_id='robot7', seq=s, features=[0.5, 0.4, 0.3], model_version=1)
         codecs.encode_compressed(rgb, hf.image, 'jpeg', 90)
@@ -398,5 +399,11 @@ def test_trainer_node_ray_backend_pushes_across_an_actor_restart(local_ray, proc
     assert later.version > pushed
     assert not edge['bad'] and edge['active'] >= later.version
     assert 'trainer actor restarted by Ray' in procs.log('trainer')
+    # No pair lost to the restart: calls that met the dead actor were sent again (one may
+    # count twice: the actor can die after storing a pair, before answering).
+    seen = wait_until(lambda: (st := _status_if_restarted(actor, -1))
+                      and st['frames_seen'] >= len(sent) and st['frames_seen'], 30.0,
+                      'every pair in the actor')
+    assert seen <= len(sent) + 1, (seen, len(sent))
     procs.assert_alive()
     assert procs.stop('trainer', timeout=30.0) == 0
