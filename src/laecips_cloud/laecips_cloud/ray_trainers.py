@@ -421,9 +421,8 @@ class RemoteDistiller:
                 gone = isinstance(e, ray.exceptions.ActorDiedError)
                 self._warn(f'{self.robot_id}: trainer actor {"gone" if gone else "unavailable"} '
                            f'({type(e).__name__}); {method} sent again in {delay:.1f} s')
-                if gone or self._actor is None:
-                    # Past its restarts: started again, from its state. Only then is the
-                    # handle let go: dropping its owner's last handle kills an actor for good.
+                if gone:  # past its restarts: started again, from its state. Only then is
+                    # the handle let go: dropping its owner's last handle ends an actor for good.
                     self._actor = None
                 self._stop.wait(delay)
                 delay = min(2 * delay, 10.0)
