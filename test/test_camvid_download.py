@@ -9,6 +9,9 @@ import pytest
 from laecips_core import camvid as cv
 from laecips_tools.camvid_download import download
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 def _mirror(src, dst, split, n):
     dst.mkdir(parents=True, exist_ok=True)

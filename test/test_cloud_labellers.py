@@ -14,6 +14,9 @@ from laecips_cloud.labellers.espnet_c import Espnet
 from laecips_core import camvid as cv
 from laecips_core.classes import CAMVID
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 class Bands(Labeller):
     """A stand-in semantic labeller: four vertical bands of classes 0..3."""

@@ -10,6 +10,9 @@ import pytest
 from laecips_core import codecs
 from laecips_core.codecs import CodecError
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 def _msg(arr: np.ndarray, encoding: str, pad: int = 0) -> SimpleNamespace:
     h, w = arr.shape[:2]

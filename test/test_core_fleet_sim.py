@@ -7,6 +7,9 @@ import pytest
 
 from laecips_core.fleet_sim import Fleet, ServiceModel, gpus_needed, meets, simulate
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 def test_service_model_interpolates_and_extrapolates():
     m = ServiceModel('m', {1: 0.1, 4: 0.25})

@@ -11,6 +11,9 @@ from laecips_core.pairing import Joiner, SeqContinuation, backoff_delay, join_ke
 from laecips_core.policy import PolicyError
 from laecips_core.update_gate import check_update, request_size
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 def _msg(robot: str, seq: int, sec: int) -> Ns:
     return Ns(robot_id=robot, seq=seq, header=Ns(stamp=Ns(sec=sec, nanosec=5)))

@@ -9,6 +9,9 @@ import pytest
 
 from laecips_core import anchor, calibration, corruptions, fusion, health
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 VOID = 11
 
 

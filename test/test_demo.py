@@ -73,11 +73,11 @@ def test_monitor_bar_shows_the_current_rule(rosnode):
 
 
 def test_demo_exits_0_without_an_abort(camvid, shared_models, tmp_path):
-    # The README's first command, on 3 frames per phase: edge-only and LAECIPS, every node.
+    # The README's first command, on 3 frames per phase: the LAECIPS system, every node.
     env = dict(os.environ, LAECIPS_SHARED=str(shared_models.parent),
                LAECIPS_CAMVID=str(camvid))
-    r = subprocess.run([str(ROOT / 'laecips'), 'demo', '--per-phase', '3',
-                        '--out', str(tmp_path / 'demo')], cwd=ROOT, env=env,
+    r = subprocess.run([str(ROOT / 'laecips'), 'demo', '--per-phase', '3', '--systems',
+                        'laecips', '--out', str(tmp_path / 'demo')], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert 'terminate called' not in r.stderr and 'Aborted' not in r.stderr, r.stderr[-3000:]

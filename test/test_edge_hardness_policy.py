@@ -11,6 +11,9 @@ import torch
 from laecips_core import hardness
 from laecips_core.policy import Budget, Policy, PolicyError
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 def _logits_with_top_prob(p: float, c: int = 11) -> float:
     """Return the logit gap g so that softmax([g, 0, ..., 0])[0] == p."""

@@ -9,6 +9,9 @@ import pytest
 
 from laecips_core import metrics
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 def test_perfect_prediction_is_one():
     gt = np.array([[0, 1], [2, 3]], np.uint8)

@@ -16,6 +16,9 @@ from laecips_core.codecs import CodecError
 from laecips_core.weights import WeightsError, WeightsMeta
 from laecips_edge.engine import Options, Segmenter
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 TINY = WeightsMeta(input_size=(64, 80), version=3, training_data='test')
 
 

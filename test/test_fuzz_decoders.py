@@ -36,7 +36,8 @@ MAX_PX = 64 * 64  # a small limit, so that oversize is reachable with small inpu
 # Bytes a single decode may allocate beyond its output (PIL's and numpy's working sets).
 SLACK = 4 << 20
 
-pytestmark = pytest.mark.timeout(120)
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = [pytest.mark.timeout(120), pytest.mark.ros_free]
 
 
 class Peak:

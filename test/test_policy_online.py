@@ -7,6 +7,9 @@ import pytest
 
 from laecips_core.policy import QUANTILE_WARMUP, Budget, Policy, PolicyError
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 def _feats(x: float) -> np.ndarray:
     return np.array([1.0 - x, x, 0.1])  # conf_ratio, entropy, margin

@@ -10,6 +10,9 @@ import pytest
 from laecips_core.policy import Backoff
 from laecips_core.schedule import INFERENCE, OUTCOMES, TRAINING, Entry, LoadMeter, Scheduler
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 def _e(robot: str, t: float, deadline: float = 1.0, nbytes: int = 100, tag=None) -> Entry:
     return Entry(robot, t, t + deadline, nbytes, tag if tag is not None else (robot, t))

@@ -14,6 +14,9 @@ from laecips_core import corruptions, models, weights
 from laecips_tools import bench_corruptions
 from laecips_tools.train_factory import train
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 TINY = {'ltd': [8, 12, 16], 'gfe': [16, 16, 24], 'blocks': [1, 1, 1], 'expand': 2,
         'fuse': 16}
 

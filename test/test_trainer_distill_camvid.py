@@ -24,6 +24,9 @@ from laecips_core import weights
 from laecips_core.metrics import confusion, miou
 from laecips_edge import engine
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 FACTORY = Path(__file__).resolve().parents[1] / 'src/laecips_edge/weights/factory.safetensors'
 
 STEPS = 60

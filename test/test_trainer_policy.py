@@ -8,6 +8,9 @@ import pytest
 from laecips_cloud import policy_fit as pf
 from laecips_core.policy import Budget, Policy
 
+# No ROS in this module: its result is the same in every distro's venv (see .ci/run).
+pytestmark = pytest.mark.ros_free
+
 
 def _stream(n: int = 2000, seed: int = 0, level: float = 1.0):
     """Frames whose disagreement falls with conf_ratio and margin, rises with entropy."""
