@@ -194,9 +194,11 @@ class DistillConfig:
     # Rehearsal frames (factory data with its labels) added to every training batch, per
     # stream pair in it, when the distiller has them.
     anchor_mix: float = 0.25
-    # What the student trains: 'all' or parts of TRAIN_PARTS joined by ',' (e.g.
-    # 'decoder,stats'). Frozen parts cost no push bytes (measured: laecips_tools.push_bench).
-    train_params: str = 'all'
+    # What the student trains: 'all' or parts of TRAIN_PARTS joined by ','. Frozen parts cost
+    # no push bytes. Measured (docs/bench/push_subsets.json, 3 rounds on CamVid dusk): the
+    # decoder with every BatchNorm's statistics is 3.7 % of a full push as an int8 delta
+    # (training everything: 21.8 %) and leaves the edge at 41.3 dusk mIoU (everything: 40.4).
+    train_params: str = 'decoder,stats'
 
 
 @dataclass

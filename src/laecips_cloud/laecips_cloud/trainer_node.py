@@ -178,10 +178,11 @@ class TrainerNode(Node):
                              (0, 100000)),
         'anchor_mix': (0.25, 'rehearsal frames added to each training batch, per stream pair '
                              'in it', (0.0, 1.0)),
-        'train_params': ('all', "what the student trains: 'all' or parts joined by ',' of "
-                                'decoder | classifier | norm (BatchNorm scale, shift and '
-                                'statistics) | stats (BatchNorm statistics); frozen parts '
-                                'cost no push bytes (laecips_cloud.distill.TRAIN_PARTS)'),
+        'train_params': ('decoder,stats', "what the student trains: 'all' or parts joined "
+                                          "by ',' of decoder | classifier | norm (BatchNorm "
+                                          'scale, shift and statistics) | stats (BatchNorm '
+                                          'statistics); frozen parts cost no push bytes '
+                                          '(laecips_cloud.distill.TRAIN_PARTS)'),
         'max_anchor_drop': (0.01, 'a candidate losing more anchor mIoU (0-1) than this '
                                   'against the factory model is not pushed', (0.0, 1.0)),
         'forget_on_trip': (8, "pairs taken back when a robot's teacher turns unhealthy (the "

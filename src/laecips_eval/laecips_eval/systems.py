@@ -16,7 +16,8 @@ Each system is the same edge node with another upload policy (``policy_rule`` an
                    the evolving (learned) policy; the edge starts from ``laecips_policy``
 ``laecips_full``   the same with every weight push a full fp32 weights file (trainer
                    ``push_encoding`` full, its push-cost rule off so it pushes every gated
-                   candidate): the ablation of compact pushes
+                   candidate) of a student that trains all its parameters
+                   (``train_params`` all): the ablation of compact pushes
 ``random``         rule ``random`` at LAECIPS's realised upload ratio, one run per seed
 ``fixed_online``   rule ``quantile`` on 1 - conf_ratio: uploads frames above the running
                    (1 - rate) quantile of the frames seen so far, at LAECIPS's total bytes
@@ -137,7 +138,8 @@ def build(name: str, laecips_ratio: float | None = None,
     if name == 'laecips_full':
         return [System(name, 'LAECIPS full pushes', laecips_policy[0],
                        dict(laecips_policy[1]), trainer=True,
-                       trainer_params={'push_encoding': 'full', 'push_bytes_per_point': 0.0})]
+                       trainer_params={'push_encoding': 'full', 'push_bytes_per_point': 0.0,
+                                       'train_params': 'all'})]
     if name == 'random':
         return [System(name, f'random @{r:.0%}', 'random', {'rate': r}, seed=s)
                 for s in range(seeds)]
