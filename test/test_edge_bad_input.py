@@ -42,15 +42,21 @@ def _lines(procs, text: str) -> list[str]:
 
 
 def _label(frame, arr: np.ndarray | None = None, data: bytes | None = None,
-           key: bytes | None = KEY) -> CloudLabel:
+           key: bytes | None = KEY, purpose: int = CloudLabel.PURPOSE_INFERENCE) -> CloudLabel:
     """Return a cloud label for ``frame``, signed with ``key`` (the edge's) unless None."""
-    msg = CloudLabel(header=frame.header, robot_id='robot1', seq=frame.seq, labeller='test')
+    msg = CloudLabel(header=frame.header, robot_id='robot1', seq=frame.seq, labeller='test',
+                     purpose=purpose)
     if data is None:
         codecs.encode_compressed(arr, msg.label, 'png', header=frame.header)
     else:
         msg.label.format, msg.label.data = 'png', data
     if key:
         msg.signature = signing.sign_label(key, msg)
+    return msg
+
+
+def _flip(msg: CloudLabel) -> CloudLabel:
+    msg.purpose = CloudLabel.PURPOSE_INFERENCE  # after signing, as a peer on the path would
     return msg
 
 
@@ -222,6 +228,9 @@ def test_forged_labels_neither_cancel_nor_replace_the_real_one(procs, rosnode, t
         ('corrupt compressed image', _label(frame, data=b'\x89PNG\r\n\x1a\n junk')),
         ('unsigned label', _label(frame, forged, key=None)),
         ('bad label signature', _label(frame, forged, key=b'not-the-edge-key')),
+        # A real training-lane label (the edge keeps its own mask) turned into an answer.
+        ('bad label signature', _flip(_label(frame, forged,
+                                             purpose=CloudLabel.PURPOSE_TRAINING))),
     ]
     for i, (why, msg) in enumerate(attacks, 1):
         pub_label.publish(msg)

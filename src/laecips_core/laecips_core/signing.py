@@ -151,25 +151,27 @@ def verify_request(key: bytes, req, robot_id: str) -> None:
                            'changed after signing')
 
 
-LABEL_SCHEME = 'laecips-label/1'
+LABEL_SCHEME = 'laecips-label/2'  # /2: the purpose (inference or training) is signed
 
 
 def label_message(robot_id: str, seq: int, stamp_ns: int, label_sha256: str,
                   confidence_sha256: str, confidence_mean: float, teacher_state: int,
-                  teacher_health: float, labeller: str) -> bytes:
+                  teacher_health: float, labeller: str, purpose: int = 0) -> bytes:
     """
     Return the signed bytes of a CloudLabel: every field the edge acts on.
 
     ASCII JSON (sorted keys, ``,``/``:`` separators) of the scheme, robot id, seq, camera
     stamp in nanoseconds, the SHA-256 of the label and confidence PNG bytes, the confidence
-    mean and teacher health as IEEE 754 hex (as policy values), the teacher state and the
-    labeller's name.
+    mean and teacher health as IEEE 754 hex (as policy values), the teacher state, the
+    labeller's name and the purpose (a training-lane label flipped to inference would refine
+    a frame long past its deadline; the other way, a real answer would be ignored).
     """
     doc = {'scheme': LABEL_SCHEME, 'robot_id': str(robot_id), 'seq': int(seq),
            'stamp_ns': int(stamp_ns), 'label_sha256': label_sha256,
            'confidence_sha256': confidence_sha256,
            'confidence_mean': _hex_float(confidence_mean), 'teacher_state': int(teacher_state),
-           'teacher_health': _hex_float(teacher_health), 'labeller': str(labeller)}
+           'teacher_health': _hex_float(teacher_health), 'labeller': str(labeller),
+           'purpose': int(purpose)}
     return json.dumps(doc, sort_keys=True, separators=(',', ':'),
                       ensure_ascii=True).encode('ascii')
 
@@ -184,7 +186,7 @@ def _label_fields(msg) -> tuple:
     return (msg.robot_id, msg.seq, st.sec * 10**9 + st.nanosec,
             weights_digest(bytes(msg.label.data)), weights_digest(bytes(msg.confidence.data)),
             _f32(msg.confidence_mean), msg.teacher_state, _f32(msg.teacher_health),
-            msg.labeller)
+            msg.labeller, msg.purpose)
 
 
 def sign_label(key: bytes, msg) -> str:
