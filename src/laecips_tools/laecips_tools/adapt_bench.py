@@ -44,6 +44,7 @@ from laecips_core import weights
 from laecips_core.metrics import confusion, miou
 from laecips_core.policy import Policy
 from laecips_edge import engine
+from laecips_tools import camvid_root
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / 'laecips_edge' / 'weights' \
     / 'factory.safetensors'
@@ -193,12 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--quiet', action='store_true')
     args = ap.parse_args(argv)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    root = camvid_root(ap, args)  # and --threads
     torch.manual_seed(args.seed)
-    root = cv.find_root(args.camvid)
-    if root is None:
-        ap.error('CamVid not found: pass --camvid or set LAECIPS_CAMVID')
     t0 = time.monotonic()
     state, meta = weights.load(args.weights)
     adapt = cv.frames(root, 'train', (cv.DUSK,))

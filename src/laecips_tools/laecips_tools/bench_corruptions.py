@@ -36,6 +36,7 @@ from laecips_core import camvid as cv
 from laecips_core import corruptions, metrics
 from laecips_core.classes import CAMVID
 from laecips_edge.factory import factory_weights
+from laecips_tools import camvid_root
 
 MODELS = ('edge', 'espnet_c', 'teacher')
 
@@ -139,11 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
     ap.add_argument('--out', help='write the JSON here too')
     args = ap.parse_args(argv)
-    root = cv.find_root(args.camvid)
-    if root is None:
-        ap.error('CamVid not found: pass --camvid or set LAECIPS_CAMVID')
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    root = camvid_root(ap, args)
     models = [m for m in args.models.split(',') if m]
     kinds = [k for k in args.kinds.split(',') if k]
     for k in kinds:

@@ -29,6 +29,7 @@ import torch.nn.functional as F  # noqa: N812 (the PyTorch idiom)
 from laecips_core import camvid as cv
 from laecips_core import metrics, models, weights
 from laecips_core.classes import CAMVID
+from laecips_tools import camvid_root
 
 DEFAULT_OUT = (Path(__file__).resolve().parents[2] / 'laecips_edge' / 'weights'
                / 'factory.safetensors')
@@ -180,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 0 < args.minutes <= 15 or not 0 < args.max_wall_minutes <= 15:
         ap.error('--minutes and --max-wall-minutes must be in (0, 15]')
-    root = cv.find_root(args.camvid)
-    if root is None:
-        ap.error('CamVid not found: pass --camvid or set LAECIPS_CAMVID')
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    root = camvid_root(ap, args)
     model, meta, info = train(root, args.minutes, args.seed, args.batch,
                               max_wall_minutes=args.max_wall_minutes,
                               log=lambda s: print(s, flush=True))

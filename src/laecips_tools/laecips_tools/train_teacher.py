@@ -32,6 +32,7 @@ import torch
 
 from laecips_core import camvid as cv
 from laecips_core import corruptions, models, weights
+from laecips_tools import camvid_root
 from laecips_tools.train_factory import evaluate, train
 
 DEFAULT_OUT = (Path(__file__).resolve().parents[2] / 'laecips_cloud' / 'weights'
@@ -63,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--lr', type=float, default=4e-3)
     ap.add_argument('--threads', type=int, default=1, help='torch threads (0: all cores)')
     args = ap.parse_args(argv)
-    root = cv.find_root(args.camvid)
-    if root is None:
-        ap.error('CamVid not found: pass --camvid or set LAECIPS_CAMVID')
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    root = camvid_root(ap, args)
     out = Path(args.out)
     gen = torch.Generator().manual_seed(args.seed)
 
