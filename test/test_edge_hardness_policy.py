@@ -137,13 +137,13 @@ def test_budget_token_bucket():
     # A new budget keeps the tokens left (0.5): a push must not refill the bucket.
     b.configure(Policy('always', {'budget': 0.5, 'burst': 1}))
     assert _run(b, 4) == 'sxsx'
-    assert Policy('fixed').budget() == (1.0, 1.0, 0.0)
+    assert Policy('fixed').budget() == (1.0, 1.0, 0.0, 1.0)
     for bad in ({'budget': 0.0}, {'budget': 1.5}, {'budget': 0.3, 'burst': 0.5},
                 {'budget': 0.3, 'burst': 1e9}):
         with pytest.raises(PolicyError, match='budget'):
             Policy('always', bad)
     keys, values = Policy('learned', {'budget': 0.3, 'burst': 10}).to_lists()
-    assert Policy.from_lists('learned', keys, values).budget() == (0.3, 10.0, 0.0)
+    assert Policy.from_lists('learned', keys, values).budget() == (0.3, 10.0, 0.0, 10.0)
 
 
 @pytest.mark.parametrize('rule,params', [

@@ -5,6 +5,7 @@
 import numpy as np
 import pytest
 
+from laecips_core.policy import Budget, Policy
 from laecips_eval import orchestrate, systems
 
 
@@ -24,6 +25,24 @@ def test_tuned_thresholds_hit_the_ratio(ratio):
     assert np.mean(f[:, 0] <= fixed.params['easy']) == pytest.approx(ratio, abs=0.006)
     ent = systems.build('entropy', ratio, f)[0]
     assert np.mean(f[:, 1] > ent.params['threshold']) == pytest.approx(ratio, abs=0.006)
+
+
+@pytest.mark.parametrize('name', ['fixed_online', 'entropy_online', 'entropy_distil'])
+def test_online_rules_keep_to_their_budget_under_drift(name):
+    # 300 steady frames, then 200 that all score harder than any before (day -> dusk): a
+    # running quantile alone lets nearly every drifted frame through.
+    rng = np.random.default_rng(1)
+    steady = np.c_[0.6 + 0.4 * rng.random(300), 0.4 * rng.random(300), rng.random(300)]
+    drift = np.c_[0.5 * rng.random(200), 0.5 + 0.5 * rng.random(200), rng.random(200)]
+    sys_ = systems.build(name, 0.25, bytes_ratio=0.25)[0]
+    pol = Policy(sys_.rule, sys_.params)
+    bucket = Budget.of(pol)
+    sent = [bucket.admit(pol.decide(f, rng)) for f in np.r_[steady, drift]]
+    assert np.mean(sent) <= 0.25 + bucket.burst / len(sent)
+    assert np.mean(sent[:300]) == pytest.approx(0.25, abs=0.06)  # the quantile's own rate
+    unbounded = Policy(sys_.rule, {k: v for k, v in sys_.params.items()
+                                   if k not in ('budget', 'burst')})
+    assert np.mean([unbounded.decide(f, rng) for f in np.r_[steady, drift]]) > 0.35
 
 
 def test_build_systems():

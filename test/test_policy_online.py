@@ -63,3 +63,21 @@ def test_budget_saves_in_steady_state_and_spends_on_drift():
     assert Budget.of(Policy('fixed', {'budget': 0.3, 'burst': 20, 'save': 0.5})).save == 0.5
     with pytest.raises(PolicyError):
         Policy('fixed', {'budget': 0.3, 'save': 1.5})
+
+
+def test_budget_reserve_holds_a_long_steady_state_for_the_drift():
+    pol = Policy('learned', {'budget': 0.2, 'burst': 5, 'save': 0.5, 'reserve': 40})
+    b = Budget.of(pol)
+    assert (b.burst, b.reserve) == (5, 40)
+    steady = sum(b.admit(True) for _ in range(1000))
+    assert steady == pytest.approx(5 + 0.1 * 1000, abs=2)
+    assert b.saved == pytest.approx(40)  # full: later savings are lost, not added
+    drift = [b.admit(True, drifting=True) for _ in range(100)]
+    assert all(drift[:40]) and sum(drift) == pytest.approx(40 + 0.2 * 100, abs=2)
+    # The long-run ratio still holds: at most both depths above the rate.
+    b2 = Budget.of(pol)
+    n = sum(b2.admit(True, drifting=i % 300 > 250) for i in range(3000))
+    assert n <= 0.2 * 3000 + 45
+    assert Policy('fixed', {'budget': 0.3, 'burst': 7}).budget() == (0.3, 7, 0.0, 7)
+    with pytest.raises(PolicyError):
+        Policy('fixed', {'budget': 0.3, 'reserve': 0.5})

@@ -160,5 +160,5 @@ def test_edge_budget_caps_a_drifting_stream_that_the_threshold_lets_through():
     assert sent[np.nonzero(wanted)[0][:10]].all()  # the burst goes out at once
     assert sent.sum() <= 10 + 0.3 * len(sent) and sent.mean() == pytest.approx(0.3, abs=0.05)
     fixed = pf.fit_conf_ratio(day_f[:, 0], day_d, 0.3, explore=0.0, burst=5)
-    assert fixed.policy.budget() == (0.3, 5.0, 0.0)
+    assert fixed.policy.budget() == (0.3, 5.0, 0.0, 5.0)
     assert pf.budget_params(0.0, 10) == {} and pf.budget_params(0.3, 0) == {}

@@ -186,7 +186,7 @@ def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: floa
                 weights: np.ndarray | None = None, min_disagreement: float = 0.1,
                 explore: float = 0.05, logistic: bool = False, ridge: float = 1e-3,
                 min_frames: int = 8, recent: np.ndarray | None = None,
-                burst: float = 0.0, save: float = 0.0) -> Fit:
+                burst: float = 0.0, save: float = 0.0, reserve: float = 0.0) -> Fit:
     """
     Fit rule ``learned``: predicted disagreement = w . features + b (sigmoid if logistic).
 
@@ -216,7 +216,7 @@ def fit_learned(features: np.ndarray, dis: np.ndarray, target_upload_ratio: floa
     threshold = max(t_budget, float(min_disagreement))
     params.update(threshold=threshold, target_upload_ratio=float(target_upload_ratio),
                   explore=float(explore), min_disagreement=float(min_disagreement),
-                  **budget_params(target_upload_ratio, burst, save))
+                  **budget_params(target_upload_ratio, burst, save, reserve))
     sel = pred > threshold
     ratio = _ratio(sel[recent], w[recent], explore)
     resid = y - pred
@@ -231,7 +231,7 @@ def fit_conf_ratio(conf_ratio: np.ndarray, dis: np.ndarray, target_upload_ratio:
                    weights: np.ndarray | None = None, min_disagreement: float = 0.1,
                    explore: float = 0.05, p: float = 0.9, min_frames: int = 8,
                    recent: np.ndarray | None = None, burst: float = 0.0,
-                   save: float = 0.0) -> Fit:
+                   save: float = 0.0, reserve: float = 0.0) -> Fit:
     """
     Fit only the threshold of the reference rule ``fixed``: upload when conf_ratio <= easy.
 
@@ -259,21 +259,28 @@ def fit_conf_ratio(conf_ratio: np.ndarray, dis: np.ndarray, target_upload_ratio:
     ratio = _ratio(sel[recent], w[recent], explore)
     params = {'p': float(p), 'easy': easy, 'target_upload_ratio': float(target_upload_ratio),
               'explore': float(explore), 'min_disagreement': float(min_disagreement),
-              **budget_params(target_upload_ratio, burst, save)}
+              **budget_params(target_upload_ratio, burst, save, reserve)}
     info = {'frames': int(len(y)), 'rule_share': share, 'budget_easy': easy_budget,
             'floor_easy': easy_floor, 'slope': float(slope), 'intercept': float(icpt),
             'corr': _corr(-c, y, w)}
     return Fit(Policy('fixed', params), ratio, info)
 
 
-def budget_params(target_upload_ratio: float, burst: float,
-                  save: float = 0.0) -> dict[str, float]:
-    """Return the policy parameters that cap the edge at the target (none if burst <= 0)."""
+def budget_params(target_upload_ratio: float, burst: float, save: float = 0.0,
+                  reserve: float = 0.0) -> dict[str, float]:
+    """
+    Return the policy parameters that cap the edge at the target (none if burst <= 0).
+
+    ``save`` > 0 keeps that share for drift, in a reserve ``reserve`` frames deep (<= 0:
+    ``burst`` deep); see laecips_core.policy.Budget.
+    """
     if burst <= 0 or not 0 < target_upload_ratio <= 1:
         return {}
     out = {'budget': float(target_upload_ratio), 'burst': float(max(burst, 1.0))}
-    if save > 0:  # a share of the budget kept for drift (laecips_core.policy.Budget)
+    if save > 0:
         out['save'] = float(save)
+        if reserve > 0:
+            out['reserve'] = float(max(reserve, 1.0))
     return out
 
 
@@ -302,6 +309,7 @@ class Recipe:
     window: int = 60  # camera frames (by seq) whose labelled ones set the budget threshold
     burst: float = 10.0  # the edge's token bucket; 0 = threshold only
     save: float = 0.0  # share of the budget the edge keeps for drift (policy.Budget)
+    reserve: float = 0.0  # frames of savings the edge may hold; 0 = burst
 
 
 def fit_policy(dist: Distiller, state: dict, recipe: Recipe) -> Fit:
@@ -319,7 +327,7 @@ def fit_policy(dist: Distiller, state: dict, recipe: Recipe) -> Fit:
     w = np.array([1.0 / max(q.propensity, 1e-3) for q in pairs])
     recent = recent_mask([q.seq for q in pairs], recipe.window)
     args = dict(weights=w, min_disagreement=recipe.min_disagreement, explore=recipe.explore,
-                recent=recent, burst=recipe.burst, save=recipe.save)
+                recent=recent, burst=recipe.burst, save=recipe.save, reserve=recipe.reserve)
     if recipe.rule == 'fixed':
         fit = fit_conf_ratio(feats[:, 0], dis, recipe.target_upload_ratio, **args)
     else:

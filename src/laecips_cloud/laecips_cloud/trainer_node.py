@@ -153,6 +153,8 @@ class TrainerNode(Node):
         'budget_save': (0.0, 'share of target_upload_ratio the edge keeps for drift: in '
                              'steady state it uploads (1 - save) of the budget, the rest '
                              'goes out once its statistics say the stream drifted', (0.0, 0.9)),
+        'budget_reserve': (0.0, 'frames of saved budget the edge may hold for a drift (its '
+                                'savings bucket); 0 = budget_burst', (0.0, 1e6)),
         'budget_burst': (10.0, 'the pushed policy caps the edge at target_upload_ratio with '
                                'bursts of this many frames (token bucket); 0 = threshold only',
                          (0.0, 1e6)),
@@ -235,7 +237,7 @@ class TrainerNode(Node):
                                 target_upload_ratio=p['target_upload_ratio'],
                                 min_disagreement=p['min_disagreement'], explore=p['explore'],
                                 window=p['policy_window'], burst=p['budget_burst'],
-                                save=p['budget_save'])
+                                save=p['budget_save'], reserve=p['budget_reserve'])
         self.get_logger().info(
             f'initial weights {path} ({self.meta.arch} v{self.meta.version}, input '
             f'{self.meta.input_size}); pushes to {p["service_pattern"]} ({p["push_mode"]})')

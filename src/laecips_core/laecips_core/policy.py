@@ -7,7 +7,7 @@ It mirrors ``laecips_msgs/Policy`` (rule, keys[], values[]) so the trainer can f
 push it, and it persists as JSON beside the weights. Features come from
 ``hardness.features``: [conf_ratio, entropy, margin]. Any rule with a threshold takes an
 optional ``explore`` rate (see :meth:`Policy.decide`), and any rule an upload budget
-(``budget``, ``burst``: see :class:`Budget`).
+(``budget``, ``burst``, ``save``, ``reserve``: see :class:`Budget`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ RANGES: dict[str, tuple[float, float]] = {
     'budget': (0.0, 1.0), 'burst': (1.0, MAX_BURST), 'logistic': (0.0, 1.0),
     'target_upload_ratio': (0.0, 1.0), 'min_disagreement': (0.0, 1.0),
     'feature': (0.0, 1.0), 'window': (QUANTILE_WARMUP, MAX_BURST), 'save': (0.0, 1.0),
+    'reserve': (1.0, MAX_BURST),
 }
 
 
@@ -180,12 +181,17 @@ class Policy:
             past.popleft()
         return hard
 
-    def budget(self) -> tuple[float, float, float]:
-        """Return (uploads per frame, burst, share saved for drift); (1, 1, 0) if none."""
+    def budget(self) -> tuple[float, float, float, float]:
+        """
+        Return (uploads per frame, burst, share saved for drift, savings depth).
+
+        (1, 1, 0, 1) if none; the savings depth (``reserve``) defaults to ``burst``.
+        """
         if 'budget' not in self.params:
-            return 1.0, 1.0, 0.0
-        return (self.params['budget'], self.params.get('burst', 1.0),
-                self.params.get('save', 0.0))
+            return 1.0, 1.0, 0.0, 1.0
+        burst = self.params.get('burst', 1.0)
+        return (self.params['budget'], burst, self.params.get('save', 0.0),
+                self.params.get('reserve', burst))
 
     # Serialisation: dict / JSON for files, keys+values lists for laecips_msgs/Policy.
     def to_dict(self) -> dict:
@@ -250,16 +256,20 @@ class Budget:
     frames still goes out at once. It counts frames, not seconds: a budget is a fraction of
     the camera stream, as the trainer's ``target_upload_ratio`` is.
 
-    With ``save`` > 0 that share of the rate goes into a second bucket (also ``burst``
-    deep) that only frames taken while the stream drifts may spend (the edge says when:
-    its statistics have left the model's, see laecips_core.bn_adapt): in steady state it
-    uploads at most ``(1 - save) * rate``, and the savings go out when the conditions
-    change, which is when labels teach the most. Any run of n frames still uploads at most
-    ``2 * burst + rate * n``.
+    With ``save`` > 0 that share of the rate goes into a second bucket, ``reserve`` frames
+    deep (default ``burst``), that only frames taken while the stream drifts may spend (the
+    edge says when: its statistics have left the model's, see laecips_core.bn_adapt): in
+    steady state it uploads at most ``(1 - save) * rate``, and the savings go out when the
+    conditions change, which is when the edge model is worst and a label teaches the most.
+    Any run of n frames still uploads at most ``burst + reserve + rate * n``, and the
+    long-run ratio stays ``rate``: savings a drift never spends are lost (the reserve is
+    full), never added to a later rate.
     """
 
-    def __init__(self, rate: float = 1.0, burst: float = 1.0, save: float = 0.0) -> None:
+    def __init__(self, rate: float = 1.0, burst: float = 1.0, save: float = 0.0,
+                 reserve: float | None = None) -> None:
         self.rate, self.burst, self.save = float(rate), float(burst), float(save)
+        self.reserve = self.burst if reserve is None else float(reserve)
         self.tokens = self.burst
         self.saved = 0.0  # spendable only while drifting
 
@@ -276,14 +286,14 @@ class Budget:
         so far stay (at most the new burst), so a push never refills it.
         """
         unlimited = self.rate >= 1.0
-        self.rate, self.burst, self.save = policy.budget()
+        self.rate, self.burst, self.save, self.reserve = policy.budget()
         self.tokens = self.burst if unlimited else min(self.tokens, self.burst)
-        self.saved = min(self.saved, self.burst) if self.save > 0 else 0.0
+        self.saved = min(self.saved, self.reserve) if self.save > 0 else 0.0
 
     def admit(self, want: bool, drifting: bool = False) -> bool:
         """Account one frame; return True if it may be uploaded (``want`` and a token left)."""
         self.tokens = min(self.burst, self.tokens + self.rate * (1.0 - self.save))
-        self.saved = min(self.burst, self.saved + self.rate * self.save)
+        self.saved = min(self.reserve, self.saved + self.rate * self.save)
         if not want:
             return False
         if self.tokens >= 1.0 - 1e-9:

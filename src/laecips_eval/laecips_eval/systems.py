@@ -20,11 +20,13 @@ Each system is the same edge node with another upload policy (``policy_rule`` an
                    (``train_params`` all): the ablation of compact pushes
 ``random``         rule ``random`` at LAECIPS's realised upload ratio, one run per seed
 ``fixed_online``   rule ``quantile`` on 1 - conf_ratio: uploads frames above the running
-                   (1 - rate) quantile of the frames seen so far, at LAECIPS's total bytes
+                   (1 - rate) quantile of the frames seen so far, at LAECIPS's total bytes,
+                   held there by the token bucket LAECIPS's policies carry (``budget``,
+                   ``burst``; under drift every frame beats a quantile of the past)
 ``entropy_online`` the same on the mean normalised entropy (Sedna's filter, online)
 ``random_distil``  the trainer's distillation driven by random mining at LAECIPS's ratio
                    (it pushes weights only, never a policy)
-``entropy_distil`` the same driven by ``entropy_online`` mining
+``entropy_distil`` the same driven by ``entropy_online`` mining (with its bucket)
 ``fixed_matched``  oracle: the reference rule with ``easy`` tuned after the fact so it
                    uploads LAECIPS's ratio
 ``entropy``        oracle: Sedna's cross-entropy filter (upload when the mean normalised
@@ -46,6 +48,8 @@ import math
 from typing import Sequence
 
 import numpy as np
+
+from laecips_cloud.policy_fit import Recipe, budget_params
 
 ORDER = ('edge_only', 'cloud_only', 'fixed', 'laecips', 'laecips_full', 'random',
          'fixed_online', 'entropy_online', 'random_distil', 'entropy_distil',
@@ -116,6 +120,11 @@ def entropy_threshold_for_ratio(entropy: Sequence[float], ratio: float) -> float
     return float((x[k - 1] + x[k]) / 2)
 
 
+def _bucket(rate: float) -> dict[str, float]:
+    """Return the token bucket that holds an online rule to ``rate`` (LAECIPS's own)."""
+    return budget_params(rate, Recipe.burst)
+
+
 def build(name: str, laecips_ratio: float | None = None,
           features: Sequence[Sequence[float]] | None = None, seeds: int = 3,
           laecips_policy: tuple[str, dict] = ('fixed', {}),
@@ -153,14 +162,14 @@ def build(name: str, laecips_ratio: float | None = None,
         b = min(1.0, bytes_ratio)
         kind = name.split('_')[0]
         return [System(name, f'{kind} online @{b:.0%}', 'quantile',
-                       {'rate': b, 'feature': float(kind == 'entropy')})]
+                       {'rate': b, 'feature': float(kind == 'entropy'), **_bucket(b)})]
     if name == 'random_distil':
         return [System(name, f'random + distil @{r:.0%}', 'random', {'rate': r}, seed=s,
                        trainer=True, trainer_params={'push_mode': 'weights'})
                 for s in range(seeds)]
     if name == 'entropy_distil':
         return [System(name, f'entropy online + distil @{r:.0%}', 'quantile',
-                       {'rate': r, 'feature': 1.0}, trainer=True,
+                       {'rate': r, 'feature': 1.0, **_bucket(r)}, trainer=True,
                        trainer_params={'push_mode': 'weights'})]
     if name == 'entropy_sedna':
         return [System(name, 'entropy (Sedna 0.5)', 'entropy', {'threshold': 0.5})]
