@@ -504,8 +504,17 @@ class Segmenter:
 
     @property
     def drifting(self) -> bool:
-        """Whether the stream has left the active model's statistics (bn_min_shift)."""
-        shift = self._shifts['active']
+        """
+        Whether the stream has left the conditions the factory model was trained on.
+
+        Measured on the base (factory) model when it adapts beside pushed weights: its
+        reference never moves, whereas each accepted push restarts the active model's
+        adaptation, and a shift that climbs back from 0 after every push would say "steady"
+        through most of a drift. Without a base model, the active model's shift.
+        """
+        base = self._base
+        role = 'base' if base is not None and base.adapter is not None else 'active'
+        shift = self._shifts[role]
         return shift > 0 and shift >= self.options.bn_min_shift
 
     @property
