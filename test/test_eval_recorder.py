@@ -141,10 +141,10 @@ def test_recorder_node_counts_and_scores(procs, rosnode, tmp_path):
     now = time.time_ns()
     stamps = [now + i * S // 10 for i in range(3)]
     hf = HardFrame(robot_id='robot1', seq=0, hardness=0.5, features=[0.5, 0.2, 0.1])
-    hf.header = _image(stamps[0], gt).header
-    hf.image.format, hf.image.data = 'jpeg', bytes(5000)
     lab = CloudLabel(robot_id='robot1', seq=0, labeller='test')
-    lab.header = hf.header
+    lab.header = _image(stamps[0], gt).header
+    hf.header.stamp, hf.header.frame_id = lab.header.stamp, lab.header.frame_id
+    hf.image.format, hf.image.data = 'jpeg', bytes(5000)
     lab.label.format, lab.label.data = 'png', bytes(700)
     pub['/laecips/weight_pushes'].publish(WeightPush(version=2, active_version=2,
                                                      bytes=12345, accepted=True))

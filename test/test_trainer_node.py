@@ -83,6 +83,10 @@ def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, r
         second[0].publish(second[1])
     # A candidate exists but nobody serves the update: the trainer keeps retrying (logged).
     wait_until(lambda: 'not available' in procs.log('trainer'), 90, 'a retry while absent')
+    # Its main() capped the hard-frame reader at the transport, and the frames above (under
+    # the bound) went through it into pairs (laecips_core.dds; test_frame_memory: the bridge).
+    assert 'dropped by DDS' in procs.log('trainer') and 'no Fast DDS cap' not in \
+        procs.log('trainer')
 
     lock = threading.Lock()
     state = {'calls': 0, 'in_flight': 0, 'max_in_flight': 0, 'requests': [], 'active': 1}

@@ -1,14 +1,14 @@
 # Copyright 2026 LAECIPS-ROS developers
 # SPDX-License-Identifier: Apache-2.0
 """
-A hostile writer of raw service requests, as a peer with its own DDS stack would send them.
+A hostile writer of raw service requests or messages, as a peer with its own DDS stack sends.
 
-rclpy cannot send an ``update_weights`` request longer than the message's bounds (the
-generated serializer refuses it), and a raw rclpy publisher's topic always starts with
-``/`` while rmw_fastrtps names a service's request topic ``rq/<service>Request``. A peer
-outside the project is bound by neither: this one creates an rmw publisher on the request
-topic itself (ctypes into the rmw library rclpy has loaded, on an rclpy node's participant)
-and writes CDR bytes made here, of any length.
+rclpy cannot send an ``update_weights`` request or a ``HardFrame`` longer than the message's
+bounds (the generated serializer refuses it), and a raw rclpy publisher's topic always starts
+with ``/`` while rmw_fastrtps names a service's request topic ``rq/<service>Request``. A peer
+outside the project is bound by neither: this one creates an rmw publisher on the DDS topic
+itself (ctypes into the rmw library rclpy has loaded, on an rclpy node's participant) and
+writes CDR bytes made here, of any length.
 """
 
 from __future__ import annotations
@@ -51,10 +51,13 @@ def oversize_request(request, field: str, extra: int) -> bytes:
     """
     Return ``request`` serialized with ``extra`` more zero bytes in its uint8 ``field``.
 
-    ``field`` must hold 16 bytes of 0xAB (a marker found in the CDR); ``extra`` a multiple
-    of 8, so every later field keeps its CDR alignment.
+    ``field`` (dotted for a nested one: ``image.data``) must hold 16 bytes of 0xAB (a marker
+    found in the CDR); ``extra`` a multiple of 8, so every later field keeps its CDR alignment.
     """
-    assert extra % 8 == 0 and bytes(getattr(request, field)) == b'\xab' * 16
+    value = request
+    for name in field.split('.'):
+        value = getattr(value, name)
+    assert extra % 8 == 0 and bytes(value) == b'\xab' * 16
     cdr = serialize_message(request)
     mark = struct.pack('<I', 16) + b'\xab' * 16
     at = cdr.index(mark)
@@ -62,13 +65,12 @@ def oversize_request(request, field: str, extra: int) -> bytes:
         cdr[at + len(mark):]
 
 
-class RawRequestWriter:
-    """An rmw publisher of ``srv_type`` requests on ``service``'s DDS request topic."""
+class RawWriter:
+    """An rmw publisher of ``msg_type`` messages on the DDS topic ``topic`` (e.g. ``rt/x``)."""
 
-    def __init__(self, node: Node, srv_type, service: str, depth: int = 1):
-        rq = srv_type.Request
-        rq.__class__.__import_type_support__()
-        capsule = ctypes.py_object(rq._TYPE_SUPPORT)
+    def __init__(self, node: Node, msg_type, topic: str, depth: int = 1):
+        msg_type.__class__.__import_type_support__()
+        capsule = ctypes.py_object(msg_type._TYPE_SUPPORT)
         get = ctypes.pythonapi.PyCapsule_GetPointer
         get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
         type_support = get(capsule, None)
@@ -84,14 +86,14 @@ class RawRequestWriter:
         create = self.rmw.rmw_create_publisher
         create.restype = ctypes.c_void_p
         create.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_char_p] + [ctypes.c_void_p] * 2
-        topic = f'rq{service}Request'.encode()
+        topic = topic.encode()
         self.pub = create(self.node, type_support, topic, ctypes.addressof(self.qos),
                           ctypes.addressof(self.options))
         if not self.pub:
             raise RuntimeError(f'rmw_create_publisher({topic!r}) failed')
 
     def matched(self) -> int:
-        """Return how many readers (the service's request reader) this writer matched."""
+        """Return how many readers (e.g. the service's request reader) this writer matched."""
         n = ctypes.c_size_t(0)
         f = self.rmw.rmw_publisher_count_matched_subscriptions
         f.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -100,7 +102,7 @@ class RawRequestWriter:
         return n.value
 
     def write(self, cdr: bytes) -> None:
-        """Write one request made of the CDR bytes ``cdr`` (header included)."""
+        """Write one message made of the CDR bytes ``cdr`` (header included)."""
         buf = ctypes.create_string_buffer(cdr, len(cdr))
         msg = _Bytes(buffer=ctypes.addressof(buf), buffer_length=len(cdr),
                      buffer_capacity=len(cdr))
@@ -115,3 +117,10 @@ class RawRequestWriter:
             f.argtypes = [ctypes.c_void_p] * 2
             f(self.node, self.pub)
             self.pub = None
+
+
+class RawRequestWriter(RawWriter):
+    """An rmw publisher of ``srv_type`` requests on ``service``'s DDS request topic."""
+
+    def __init__(self, node: Node, srv_type, service: str, depth: int = 1):
+        super().__init__(node, srv_type.Request, f'rq{service}Request', depth)

@@ -40,10 +40,11 @@ import time
 
 import numpy as np
 from rclpy.node import Node
+from std_msgs.msg import Header
 
 from laecips_cloud import ray_backend
 from laecips_cloud.labellers import Labeller, create, resolve_device
-from laecips_core import anchor, codecs, diagnostics, health, signing
+from laecips_core import anchor, codecs, dds, diagnostics, health, signing
 from laecips_core import interface as ifc
 from laecips_core.frame_check import (
     MAX_PAYLOAD_BYTES,
@@ -56,7 +57,7 @@ from laecips_core.schedule import INFERENCE, Entry, LoadMeter, Scheduler
 from laecips_core.teacher import Teacher
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
 from laecips_ros.diagnostics import Diagnostics
-from laecips_ros.node import declare_params, qos, run_node
+from laecips_ros.node import declare_params, log_frame_cap, qos, run_node
 
 # Rejection log lines: a burst of this many, then this many per second.
 LOG_BURST, LOG_RATE = 20, 2.0
@@ -173,6 +174,7 @@ class BridgeNode(Node):
         self.pub_stats = self.create_publisher(CloudStats, ifc.CLOUD_STATS, qos(ifc.STATS))
         self.diagnostics = Diagnostics(self, diagnostics.bridge_status)
         self.create_subscription(HardFrame, ifc.HARD_FRAMES, self._on_frame, link)
+        log_frame_cap(self, ifc.HARD_FRAMES)
         self.create_timer(float(self.p['stats_period']), self._publish_stats)
         self._worker = threading.Thread(target=self._run, name='bridge_worker', daemon=True)
         self._worker.start()
@@ -352,12 +354,13 @@ class BridgeNode(Node):
             done.append(it)
             msg, t = it.payload, time.monotonic()
             out = CloudLabel()
-            out.header, out.robot_id, out.seq = msg.header, msg.robot_id, msg.seq
+            head = Header(stamp=msg.header.stamp, frame_id=msg.header.frame_id)
+            out.header, out.robot_id, out.seq = head, msg.robot_id, msg.seq
             codecs.encode_compressed(np.ascontiguousarray(lab, np.uint8), out.label, 'png',
-                                     header=msg.header)
+                                     header=head)
             v = self.teacher.judge(msg.robot_id, msg.seq, conf)
             if v.grid is not None:
-                codecs.encode_compressed(v.grid, out.confidence, 'png', header=msg.header)
+                codecs.encode_compressed(v.grid, out.confidence, 'png', header=head)
             out.confidence_mean, out.teacher_state = v.mean, v.state
             out.teacher_health = v.score
             out.labeller = self.labeller.name
@@ -395,7 +398,10 @@ class BridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(BridgeNode, args)
+    # Cap hard frames at the transport (laecips_core.dds) before the node's DDS participant
+    # reads its profiles; the node says whether it took.
+    with dds.capped_process([ifc.HARD_FRAMES], 'bridge'):
+        run_node(BridgeNode, args)
 
 
 if __name__ == '__main__':

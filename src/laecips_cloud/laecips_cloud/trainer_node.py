@@ -59,7 +59,17 @@ import torch
 from laecips_cloud import policy_fit as pf
 from laecips_cloud import ray_trainers
 from laecips_cloud.distill import Candidate, DistillConfig, Distiller, parse_train_params
-from laecips_core import anchor, codecs, delta, diagnostics, fusion, push_cost, signing, weights
+from laecips_core import (
+    anchor,
+    codecs,
+    dds,
+    delta,
+    diagnostics,
+    fusion,
+    push_cost,
+    signing,
+    weights,
+)
 from laecips_core import interface as ifc
 from laecips_core.pairing import Joiner, SeqContinuation, backoff_delay
 from laecips_core.policy import Policy, parse_params
@@ -69,7 +79,7 @@ from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 from laecips_ros.diagnostics import Diagnostics
-from laecips_ros.node import check_choices, declare_params, qos, run_node
+from laecips_ros.node import check_choices, declare_params, log_frame_cap, qos, run_node
 
 PUSH_MODES = ('weights_and_policy', 'weights', 'policy')
 PUSH_ENCODINGS = ('full',) + delta.ENCODINGS
@@ -254,6 +264,7 @@ class TrainerNode(Node):
         reliable = qos(ifc.TRAINER)
         self.create_subscription(HardFrame, ifc.CLOUD_FRAMES, self._on_frame, reliable,
                                  callback_group=data_group)
+        log_frame_cap(self, ifc.CLOUD_FRAMES)
         self.create_subscription(CloudLabel, ifc.CLOUD_LABELS, self._on_label,
                                  reliable, callback_group=data_group)
         self.pub_push = self.create_publisher(WeightPush, ifc.WEIGHT_PUSHES, reliable)
@@ -606,8 +617,10 @@ class TrainerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    # Every callback is short (training has its own threads, pushes are call_async).
-    run_node(TrainerNode, args)
+    # Every callback is short (training has its own threads, pushes are call_async). Hard
+    # frames are capped at the transport (laecips_core.dds) before the DDS participant exists.
+    with dds.capped_process([ifc.CLOUD_FRAMES], 'trainer'):
+        run_node(TrainerNode, args)
 
 
 if __name__ == '__main__':

@@ -21,12 +21,23 @@ the request type must be bounded (``UpdateWeights.srv``), and rmw_fastrtps appli
 memory policy from XML only with ``RMW_FASTRTPS_USE_QOS_FROM_XML=1``, for the whole process:
 the profile then restates for every other endpoint what rmw_fastrtps sets itself otherwise
 (PREALLOCATED_WITH_REALLOC histories, data sharing off, its publication mode).
+
+The hard-frame readers of the bridge and the trainer are capped the same way (a bounded
+``HardFrame``; rmw_fastrtps names a topic reader's profile by its ROS topic name, e.g.
+``/laecips/hard_frames``, where a service's request reader goes by its DDS request topic,
+:func:`request_topic`): a peer's 200 MiB hard frame grew a
+bridge by as much before its node refused it. A preallocated history reserves the type's
+bound per sample it holds (virtual memory; pages count as resident once a sample used them),
+so the worst a peer can make a capped reader hold is its history depth times that bound.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
 from pathlib import Path
+import tempfile
 import xml.etree.ElementTree as ET
 
 OLD_VAR = 'FASTRTPS_DEFAULT_PROFILES_FILE'  # Fast DDS 2.x (Jazzy)
@@ -70,6 +81,11 @@ CAPPED_VAR = 'LAECIPS_DDS_CAPPED'  # the request topics a process capped (for it
 FASTDDS_NS = 'http://www.eprosima.com'
 GROWING = 'PREALLOCATED_WITH_REALLOC'  # what rmw_fastrtps sets on every endpoint by default
 CAPPED = 'PREALLOCATED'
+
+
+def msg_bound(cls: type, field: str) -> int:
+    """Return the most elements (bytes, characters) a generated message allows in ``field``."""
+    return cls.SLOT_TYPES[cls.__slots__.index('_' + field)].maximum_size
 
 
 def request_topic(service: str) -> str:
@@ -187,6 +203,23 @@ def cap_requests(topics: list[str], path: str | Path,
     base = profile_set(env)
     Path(path).write_text(capped_profile(topics, Path(base).read_text() if base else None, env))
     return {**profile_env(path, env), QOS_FROM_XML: '1', CAPPED_VAR: ' '.join(topics)}
+
+
+@contextmanager
+def capped_process(topics: list[str], name: str) -> Iterator[None]:
+    """
+    Make this process load a profile capping ``topics`` while the block runs.
+
+    Enter it before the process's first node (its DDS participant reads the profiles once);
+    the profile is a temporary file named after ``name``, removed at the end.
+    """
+    fd, path = tempfile.mkstemp(prefix=f'laecips-{name}-dds-', suffix='.xml')
+    os.close(fd)
+    try:
+        os.environ.update(cap_requests(topics, path))
+        yield
+    finally:
+        os.unlink(path)
 
 
 def capped(topic: str, environ: dict | None = None) -> bool:

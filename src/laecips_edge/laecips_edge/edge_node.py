@@ -30,7 +30,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 
@@ -49,7 +48,15 @@ from laecips_core.policy import Backoff, Budget, Policy, PolicyError, parse_para
 from laecips_core.update_gate import PolicyVersions, PushBase, check_update
 from laecips_edge import engine
 from laecips_edge.factory import factory_weights
-from laecips_msgs.msg import ClassMap, CloudLabel, CloudStats, EdgeStats, HardFrame
+from laecips_msgs.msg import (
+    ClassMap,
+    CloudLabel,
+    CloudStats,
+    EdgeStats,
+    FrameHeader,
+    FrameImage,
+    HardFrame,
+)
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 from laecips_ros import class_map as class_map_msg
@@ -59,6 +66,12 @@ from laecips_ros.node import check_choices, declare_params, qos, run_node
 # Uploads whose label may still come back: (h, w) by (seq, stamp). At 30 uploads/s this
 # covers half a minute of cloud latency; a label for a frame forgotten by then is dropped.
 UPLOAD_MEMORY = 1024
+
+
+# HardFrame is bounded (its readers in the cloud are capped at the transport, #17): an upload
+# over these is not sent. The image bound covers any JPEG of upload_max_pixels' 4 Mpx range.
+MAX_UPLOAD_BYTES = dds.msg_bound(FrameImage, 'data')
+MAX_FRAME_ID = dds.msg_bound(FrameHeader, 'frame_id')
 # Seconds between two log lines of the same kind of bad input (the counters count all).
 LOG_PERIOD = 5.0
 # Update requests taken but not yet answered (each may be up to max_update_bytes).
@@ -106,8 +119,10 @@ class EdgeNode(Node):
         'seed': (0, 'seed of the random policy'),
         'upload_max_pixels': (1920 * 1080, "frames are shrunk to at most this many pixels "
                                            "before upload (the labeller's working size): a "
-                                           'big camera frame is shrunk here, not in the cloud',
-                              (1, 1 << 40)),
+                                           'big camera frame is shrunk here, not in the cloud '
+                                           '(at most 4 Mpx: any JPEG that size fits '
+                                           "HardFrame's 8 MiB image bound)",
+                              (1, 1 << 22)),
         'jpeg_quality': (90, 'JPEG quality of uploaded frames', (1, 100)),
         'send_edge_label': (False, 'attach the edge label map (PNG) to hard frames'),
         'robot_id': ('', 'robot id; empty = the namespace without the leading /'),
@@ -382,19 +397,30 @@ class EdgeNode(Node):
     def _upload(self, msg, rgb: np.ndarray, res: engine.Result, seq: int) -> None:
         # Both BN variants' masks of this frame, for the harm check when its label is back.
         pair = self.segmenter.adaptation_pair(rgb)
-        hf = HardFrame(header=msg.header, robot_id=self.robot_id, seq=seq,
+        # A TF frame id is short; a longer one is cut to the message's bound (answers are
+        # matched by seq and stamp, and this node's own outputs keep the camera's header).
+        head = FrameHeader(stamp=msg.header.stamp, frame_id=msg.header.frame_id[:MAX_FRAME_ID])
+        hf = HardFrame(header=head, robot_id=self.robot_id, seq=seq,
                        hardness=float(1.0 - res.features[0]),
                        features=[float(v) for v in res.features],
                        model_version=res.version, deadline=float(self.p['label_deadline']))
         up_rgb = codecs.shrink(rgb, self.p['upload_max_pixels'])
-        if up_rgb is rgb and hasattr(msg, 'format') and 'jpeg' in msg.format.lower():
-            hf.image = CompressedImage(header=msg.header, format='jpeg', data=msg.data)
-        else:
-            codecs.encode_compressed(up_rgb, hf.image, 'jpeg', self.p['jpeg_quality'],
-                                     msg.header)
-        if self.p['send_edge_label']:
-            codecs.encode_compressed(codecs.resize_nearest(res.small, *up_rgb.shape[:2]),
-                                     hf.edge_label, 'png', header=msg.header)
+        if (up_rgb is rgb and hasattr(msg, 'format') and 'jpeg' in msg.format.lower()
+                and len(msg.data) <= MAX_UPLOAD_BYTES):
+            image = msg
+        else:  # encoded first into an unbounded message: its size is checked before use
+            image = codecs.encode_compressed(up_rgb, CompressedImage, 'jpeg',
+                                             self.p['jpeg_quality'])
+        if len(image.data) > MAX_UPLOAD_BYTES:  # not seen: a 4 Mpx JPEG is at most ~7.9 MiB
+            self._reject('held_back', f'frame #{seq} not uploaded: its JPEG has '
+                                      f'{len(image.data)} bytes, over the hard-frame bound of '
+                                      f'{MAX_UPLOAD_BYTES}')
+            return
+        hf.image = FrameImage(format='jpeg', data=image.data)
+        if self.p['send_edge_label']:  # a 4 Mpx PNG class-id map is at most ~4 MiB: it fits
+            label = codecs.encode_compressed(codecs.resize_nearest(res.small, *up_rgb.shape[:2]),
+                                             CompressedImage, 'png')
+            hf.edge_label = FrameImage(format='png', data=label.data)
         # Remembered before publishing: the label may come back before publish() returns.
         with self.lock:
             self.uploads[_label_key(seq, msg.header.stamp)] = _Upload(
@@ -711,13 +737,8 @@ def main(args: list[str] | None = None) -> None:
     # the node's DDS participant reads its profiles; the node checks that it took.
     ns, name = dds.ros_names(sys.argv if args is None else args, 'edge')
     service = f'{ns.rstrip("/")}/{name}/{ifc.UPDATE_WEIGHTS.removeprefix("~/")}'
-    fd, path = tempfile.mkstemp(prefix='laecips-edge-dds-', suffix='.xml')
-    os.close(fd)
-    try:
-        os.environ.update(dds.cap_requests([dds.request_topic(service)], path))
+    with dds.capped_process([dds.request_topic(service)], 'edge'):
         run_node(EdgeNode, args)
-    finally:
-        os.unlink(path)
 
 
 if __name__ == '__main__':

@@ -45,6 +45,7 @@ def typestore(distro: str | None = None) -> Typestore:
 STORAGES = ('mcap', 'sqlite3')
 IMAGE = 'sensor_msgs/msg/Image'
 HEADER = 'std_msgs/msg/Header'
+FRAME_HEADER = 'laecips_msgs/msg/FrameHeader'  # HardFrame's bounded header: stamp first too
 TIME = 'builtin_interfaces/msg/Time'
 
 
@@ -91,14 +92,15 @@ def header_stamp_offset(msgtype: str, store: Typestore | None = None) -> int | N
 
     The offset counts from the start of the serialized buffer (4 bytes of encapsulation
     header, then ``int32 sec`` and ``uint32 nanosec``); None when the type has no leading
-    ``std_msgs/Header`` or ``builtin_interfaces/Time`` (no stamp to rewrite in place).
+    ``std_msgs/Header``, ``laecips_msgs/FrameHeader`` or ``builtin_interfaces/Time`` (no stamp to
+    rewrite in place).
     """
     store = store or typestore()
     fields = store.get_msgdef(msgtype).fields
     if not fields:
         return None
     _, (_, name) = fields[0]
-    return 4 if name in (HEADER, TIME) else None
+    return 4 if name in (HEADER, FRAME_HEADER, TIME) else None
 
 
 def restamp_cdr(raw: bytes | bytearray, offset: int, stamp_ns: int) -> bytes:

@@ -21,6 +21,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from laecips_core import dds
 from laecips_core.interface import Qos
 
 # name: (default, description) or (default, description, (min, max)): a numeric range,
@@ -97,6 +98,17 @@ def qos(profile: Qos) -> QoSProfile:
                      else ReliabilityPolicy.BEST_EFFORT),
         durability=(DurabilityPolicy.TRANSIENT_LOCAL if profile.durability == 'transient_local'
                     else DurabilityPolicy.VOLATILE))
+
+
+def log_frame_cap(node: Node, topic: str) -> None:
+    """Log whether DDS caps the hard frames ``node`` reads on ``topic`` (laecips_core.dds)."""
+    name = node.resolve_topic_name(topic)
+    if dds.capped(name):
+        node.get_logger().info(f'{topic}: a hard frame over the HardFrame bound is dropped by '
+                               'DDS before it takes memory')
+    else:  # e.g. main() not used: a frame is then reassembled whatever its size
+        node.get_logger().warning(f'{topic}: no Fast DDS cap on {name}: an oversize hard frame '
+                                  'is reassembled whole before it is checked')
 
 
 @contextlib.contextmanager
