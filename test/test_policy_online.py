@@ -2,10 +2,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Online upload rules and the drift-saving budget (laecips_core.policy), no ROS."""
 
+import math
+
 import numpy as np
 import pytest
 
-from laecips_core.policy import QUANTILE_WARMUP, Budget, Policy, PolicyError
+from laecips_core.policy import QUANTILE_WARMUP, Budget, ByteBudget, Policy, PolicyError
 
 # No ROS in this module: its result is the same in every distro's venv (see .ci/run).
 pytestmark = pytest.mark.ros_free
@@ -81,3 +83,20 @@ def test_budget_reserve_holds_a_long_steady_state_for_the_drift():
     assert Policy('fixed', {'budget': 0.3, 'burst': 7}).budget() == (0.3, 7, 0.0, 7)
     with pytest.raises(PolicyError):
         Policy('fixed', {'budget': 0.3, 'reserve': 0.5})
+
+
+def test_byte_budget_holds_a_link_rate_with_frames_of_any_size():
+    bb = ByteBudget(rate=50_000, burst_s=2.0)  # 50 kB/s, 100 kB deep
+    rng = np.random.default_rng(0)
+    sent = 0
+    for i in range(3000):  # 30 Hz for 100 s, frames of 20-80 kB
+        if bb.admit(i / 30):
+            n = int(rng.integers(20_000, 80_000))
+            bb.charge(n)
+            sent += n
+    assert sent <= 50_000 * 100 + 100_000 + 80_000  # rate x time + depth + one frame
+    assert sent >= 0.95 * 50_000 * 100  # and it spends what it has
+    with pytest.raises(ValueError):
+        ByteBudget(rate=0)
+    with pytest.raises(ValueError):
+        ByteBudget(rate=math.inf)

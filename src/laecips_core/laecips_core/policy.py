@@ -333,3 +333,34 @@ class Backoff:
     def admit(self, want: bool, rng: np.random.Generator) -> bool:
         """Return True if a frame the policy wants uploaded goes out at the current share."""
         return want and (self.scale >= 1.0 or bool(rng.random() < self.scale))
+
+
+class ByteBudget:
+    """
+    Hold uploads to a link's bytes per second: how robot teams size an uplink.
+
+    A token bucket in bytes that fills at ``rate`` bytes/s up to ``burst_s`` seconds of
+    it. A frame may go while the bucket is not in debt; its real size (known only once
+    encoded) is charged afterwards and may leave a debt the next seconds pay back, so the
+    long-run rate holds exactly without guessing a frame's size beforehand. It applies on
+    top of the policy's frame budget (:class:`Budget`), whichever binds first.
+    """
+
+    def __init__(self, rate: float, burst_s: float = 10.0) -> None:
+        if not (math.isfinite(rate) and rate > 0 and math.isfinite(burst_s) and burst_s > 0):
+            raise ValueError(f'byte budget needs rate > 0 and burst_s > 0, not {rate}, '
+                             f'{burst_s}')
+        self.rate, self.depth = float(rate), float(rate) * float(burst_s)
+        self.tokens = self.depth
+        self.last: float | None = None
+
+    def admit(self, now: float) -> bool:
+        """Return True if a frame may be uploaded at time ``now`` (seconds, monotonic)."""
+        if self.last is not None:
+            self.tokens = min(self.depth, self.tokens + self.rate * max(0.0, now - self.last))
+        self.last = now
+        return self.tokens > 0
+
+    def charge(self, nbytes: int) -> None:
+        """Account an upload of ``nbytes`` (after :meth:`admit` let it go)."""
+        self.tokens -= float(nbytes)

@@ -44,7 +44,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from laecips_core import bn_adapt, codecs, dds, diagnostics, fusion, signing, weights
 from laecips_core import interface as ifc
 from laecips_core.camera_loss import CameraLoss
-from laecips_core.policy import Backoff, Budget, Policy, PolicyError, parse_params
+from laecips_core.drift import DriftDetector
+from laecips_core.policy import Backoff, Budget, ByteBudget, Policy, PolicyError, parse_params
 from laecips_core.update_gate import PolicyVersions, PushBase, check_update
 from laecips_edge import engine
 from laecips_edge.factory import factory_weights
@@ -162,6 +163,18 @@ class EdgeNode(Node):
         'label_deadline': (0.0, "seconds after an upload's receipt in the cloud within which "
                                 'its label helps this edge (HardFrame.deadline); 0: the '
                                 "bridge's own deadline", (0.0, 3600.0)),
+        'drift_sigmas': (3.0, 'the stream drifts (a budget may spend its savings) while the '
+                              "edge's mean entropy, averaged over a few frames, is this many "
+                              'spreads above its steady state (laecips_core.drift), or its '
+                              "BatchNorm statistics have left the factory model's",
+                         (0.1, 100.0)),
+        'drift_max_frames': (600, 'a drift no push undoes becomes the new steady state after '
+                                  'this many frames', (1, 1 << 24)),
+        'upload_bytes_per_s': (0.0, 'uplink budget in bytes/s over hard frames as sent (on '
+                                    "top of the policy's frame budget); 0 = none",
+                               (0.0, 1e12)),
+        'upload_burst_s': (10.0, 'seconds of upload_bytes_per_s the uplink budget may save up',
+                           (0.001, 86400.0)),
     }
 
     def __init__(self, **kwargs):
@@ -190,6 +203,9 @@ class EdgeNode(Node):
         self.push_base = PushBase.of(self.segmenter.state_dict(), self.segmenter.version)
         self.policy_versions = PolicyVersions(self._policy_version_path(p))
         self.backoff = Backoff()  # the cloud's back-pressure (guarded by self.lock)
+        self.drift = DriftDetector(p['drift_sigmas'], p['drift_max_frames'])
+        self.byte_budget = (ByteBudget(p['upload_bytes_per_s'], p['upload_burst_s'])
+                            if p['upload_bytes_per_s'] > 0 else None)
         self.get_logger().info(
             f'robot {self.robot_id}: {self.segmenter.meta.arch} v{self.segmenter.version} '
             f'input {self.segmenter.input_size}, policy {self.policy.to_json()}')
@@ -377,9 +393,11 @@ class EdgeNode(Node):
             want = self.policy.decide(res.features, self.rng)
         else:  # the cloud cannot help here: only probes, to notice when it can again
             want = bool(self.rng.random() < self.p['probe_rate'])
+        drifting = self._drifting(float(res.features[1]))
         with self.lock:
-            send = self.budget.admit(self.backoff.admit(want, self.rng),
-                                     drifting=self.segmenter.drifting)
+            link_ok = self.byte_budget is None or self.byte_budget.admit(time.monotonic())
+            send = self.budget.admit(self.backoff.admit(want, self.rng) and link_ok,
+                                     drifting=drifting)
             self.c['held_back'] += int(want and not send)
         if send:
             if self.pub_hard.get_subscription_count():
@@ -429,8 +447,21 @@ class EdgeNode(Node):
                 self.uploads.popitem(last=False)
         self.pub_hard.publish(hf)
         with self.lock:
+            nbytes = len(serialize_message(hf))
             self.c['uploaded'] += 1
-            self.c['bytes_up'] += len(serialize_message(hf))
+            self.c['bytes_up'] += nbytes
+            if self.byte_budget is not None:
+                self.byte_budget.charge(nbytes)
+
+    def _drifting(self, entropy: float) -> bool:
+        """Whether the stream drifts now: the edge's entropy, or its BatchNorm statistics."""
+        was = self.drift.drifting
+        now = self.drift.update(entropy)
+        if now != was:
+            self.get_logger().info(
+                f'drift {"began" if now else "ended"} (mean entropy {self.drift.fast:.3f}, '
+                f'steady state {self.drift.mean:.3f})')
+        return now or self.segmenter.drifting
 
     # --- cloud labels -----------------------------------------------------------------
     def _on_label(self, msg: CloudLabel) -> None:
