@@ -10,6 +10,7 @@ from conftest import wait_until
 import numpy as np
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 import torch
 
@@ -174,6 +175,26 @@ def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
     assert stats.policy.rule == 'always' and n >= 4
     assert stats.uploaded == (n + 1) // 2 and stats.held_back == n // 2, (n, stats)
     wait_until(lambda: len(peer.hard) == stats.uploaded, 30.0, 'the budgeted hard frames')
+
+
+def test_edge_node_holds_uploads_to_a_link_budget_in_bytes(procs, rosnode, tmp_path):
+    # Rule 'always', but a 20 kB/s uplink, 1 s of it saved up: noise frames are ~15 kB as
+    # JPEG, so most are held back, and the bytes sent stay within rate x time + depth.
+    rate = 20_000
+    _start(procs, tmp_path / 'state', rule='always', upload_bytes_per_s=float(rate),
+           upload_burst_s=1.0, send_edge_label=False)
+    peer = Peer(rosnode)
+    rosnode.wait_for_subscribers(peer.cam, timeout=90.0)
+    t0 = time.monotonic()
+    peer.send(30, 5000)
+    stats = wait_until(peer.accounted, 60.0, 'frames accounted for under the link budget')
+    elapsed = time.monotonic() - t0
+    wait_until(lambda: len(peer.hard) == stats.uploaded, 30.0, 'the hard frames sent')
+    sizes = [len(serialize_message(h)) for h in peer.hard]
+    assert stats.held_back > 0 and stats.uploaded >= 2, stats
+    assert stats.uploaded + stats.held_back == stats.masks_out, stats
+    assert sum(sizes) <= rate * elapsed + rate + max(sizes), (sum(sizes), elapsed)
+    assert stats.bytes_up == sum(sizes)
 
 
 @pytest.mark.parametrize('jpeg', [False, True], ids=['raw', 'compressed'])

@@ -155,16 +155,19 @@ class TrainerNode(Node):
         'num_threads': (1, 'torch threads for training; 0 = one per core', (0, 1024)),
         'policy_rule': ('learned', "fitted policy: 'learned' (estimator) or 'fixed' "
                                    '(conf_ratio threshold only)'),
-        'target_upload_ratio': (0.3, 'bandwidth budget: fraction of frames to upload', (0.0, 1.0)),
+        'target_upload_ratio': (pf.Recipe.target_upload_ratio,
+                                'bandwidth budget: fraction of frames to upload', (0.0, 1.0)),
         'min_disagreement': (0.1, 'never upload frames predicted to disagree less than this',
                              (0.0, 1.0)),
         'explore': (0.05, 'fraction of rule-easy frames uploaded anyway (unbiased samples)',
                     (0.0, 1.0)),
-        'budget_save': (0.0, 'share of target_upload_ratio the edge keeps for drift: in '
-                             'steady state it uploads (1 - save) of the budget, the rest '
-                             'goes out once its statistics say the stream drifted', (0.0, 0.9)),
-        'budget_reserve': (0.0, 'frames of saved budget the edge may hold for a drift (its '
-                                'savings bucket); 0 = budget_burst', (0.0, 1e6)),
+        'budget_save': (pf.Recipe.save, 'share of target_upload_ratio the edge keeps for '
+                                        'drift: in steady state it uploads (1 - save) of the '
+                                        'budget, the rest goes out once the edge says the '
+                                        'stream drifted', (0.0, 0.9)),
+        'budget_reserve': (pf.Recipe.reserve, 'frames of saved budget the edge may hold for '
+                                              'a drift (its savings bucket); 0 = budget_burst',
+                           (0.0, 1e6)),
         'budget_burst': (10.0, 'the pushed policy caps the edge at target_upload_ratio with '
                                'bursts of this many frames (token bucket); 0 = threshold only',
                          (0.0, 1e6)),

@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--link', default=None, help="emulated link 'RATE,RTT,LOSS', e.g. "
                    "'20mbit,50ms,0.0' (needs root)")
     p.add_argument('--tiny', action='store_true', help='small models and inputs (tests)')
-    p.add_argument('--laecips-policy', default='random:rate=0.3',
+    p.add_argument('--laecips-policy', default='random:rate=0.25',
                    help="LAECIPS's initial policy, until the trainer pushes a fitted one: "
                    'RULE or RULE:k=v,k=v (default: uploads at the budget, unbiased samples)')
     p.add_argument('--edge-param', action='append', default=[], metavar='K=V')
