@@ -10,13 +10,16 @@ bridge's Fast DDS profile (``laecips_core.dds``, loaded by its main()) gives its
 reader payloads of the bounded type's size (~16 MiB), so DDS refuses the frame at its first
 fragment, with a log line of its own and no memory taken (without the profile the bridge
 reassembles and converts it whole before its node refuses it). The bridge labels the next
-valid frame as before.
+valid frame as before. The trainer's reader of the frames the bridge passes on
+(``/laecips/cloud/frames``) is capped the same way: the same frame written there costs it
+nothing either.
 """
 
 from conftest import wait_until
 from peers.raw_request import RawWriter, oversize_request
 from test_cloud_bridge import QOS, _frame, _model
 from test_push_memory import DDS_REFUSAL, _Peak, _rss
+from test_trainer_node import _factory
 
 from laecips_core import interface as ifc
 from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
@@ -25,18 +28,25 @@ FRAME_BYTES = 200 << 20
 # Growth allowed while DDS refuses the frame: the bridge's label of the valid frames and
 # allocator noise; the 200 MiB frame taken whole grows it by several times its size.
 BOUND = 8 << 20
+# The trainer may still be warming up (torch, its first timers) when the frame arrives: it
+# grew up to 24 MiB then; the frame taken whole would add several times its size.
+TRAINER_BOUND = 64 << 20
 
 
-def test_an_oversize_hard_frame_costs_the_bridge_bounded_memory(procs, rosnode, tmp_path):
+def test_an_oversize_hard_frame_costs_the_bridge_and_trainer_bounded_memory(procs, rosnode,
+                                                                            tmp_path):
     bridge = procs.node('bridge', 'laecips_cloud.bridge_node', params={
         'labeller': 'torchscript', 'weights': str(_model(tmp_path)), 'device': 'cpu',
         'max_batch': 1, 'stats_period': 0.2, 'torch_threads': 1})
+    trainer = procs.node('trainer', 'laecips_cloud.trainer_node', params={
+        'weights': str(_factory()), 'num_threads': 1})
     n = rosnode.node
     labels, stats = [], []
     pub = n.create_publisher(HardFrame, ifc.HARD_FRAMES, QOS)
     n.create_subscription(CloudLabel, ifc.CLOUD_LABELS, labels.append, QOS)
     n.create_subscription(CloudStats, ifc.CLOUD_STATS, stats.append, QOS)
     writer = RawWriter(n, HardFrame, 'rt' + ifc.HARD_FRAMES)  # its DDS topic
+    to_trainer = RawWriter(n, HardFrame, 'rt' + ifc.CLOUD_FRAMES)
     try:
         rosnode.wait_for_subscribers(pub, timeout=60.0)
         # A labelled probe: the bridge's reader, labeller and label writer are all warm.
@@ -60,7 +70,6 @@ def test_an_oversize_hard_frame_costs_the_bridge_bounded_memory(procs, rosnode, 
         before = _rss(bridge.pid)
         with _Peak(bridge.pid) as peak:
             writer.write(cdr)
-            del cdr
             # Refused by DDS (capped), or else taken whole and rejected by the node.
             wait_until(lambda: DDS_REFUSAL in procs.log('bridge') or
                        f'({FRAME_BYTES + 16} bytes)' in procs.log('bridge'), 90.0,
@@ -79,6 +88,22 @@ def test_an_oversize_hard_frame_costs_the_bridge_bounded_memory(procs, rosnode, 
         wait_until(lambda: stats and stats[-1].labels_out == len(probes) + 1, 30.0,
                    'the stats counting every valid frame labelled')
         assert stats[-1].rejected == 0 and stats[-1].frames_in == len(probes) + 1, stats[-1]
+
+        # The trainer: refused by DDS too (its node would not log a frame it took).
+        wait_until(lambda: to_trainer.matched() > 0, 60.0, 'the raw writer matched the trainer')
+        before = _rss(trainer.pid)
+        with _Peak(trainer.pid) as peak:
+            to_trainer.write(cdr)
+            del cdr
+            # Refused by DDS (capped), or else taken: the trainer's node logs nothing then.
+            wait_until(lambda: DDS_REFUSAL in procs.log('trainer') or
+                       peak.peak - before >= TRAINER_BOUND, 30.0,
+                       "Fast DDS's refusal of the 200 MiB frame in the trainer's log")
+        procs.assert_alive()
+        print(f'trainer RSS before {before >> 20} MiB, peak {peak.peak >> 20} MiB')
+        assert peak.peak - before < TRAINER_BOUND, f'grew {(peak.peak - before) >> 20} MiB'
+        assert DDS_REFUSAL in procs.log('trainer')
     finally:
         writer.close()
+        to_trainer.close()
 
