@@ -153,7 +153,10 @@ def _default(profiles: ET.Element, tag: str, name: str) -> ET.Element:
 def capped_profile(topics: list[str], base: str | None = None,
                    environ: dict | None = None) -> str:
     """
-    Return a profiles document capping the requests on ``topics`` at their type's bound.
+    Return a profiles document capping the readers of ``topics`` at their type's bound.
+
+    A topic is a profile name rmw_fastrtps looks up: a service's DDS request topic
+    (:func:`request_topic`) or a ROS topic name (``/laecips/hard_frames``).
 
     ``base`` is the text of the profiles file the process would load otherwise (kept: its
     transports, flow controllers, publish modes). Every other endpoint keeps what
@@ -223,6 +226,6 @@ def capped_process(topics: list[str], name: str) -> Iterator[None]:
 
 
 def capped(topic: str, environ: dict | None = None) -> bool:
-    """Return whether this process loaded a profile capping ``topic``'s requests."""
+    """Return whether this process loaded a profile capping ``topic``'s reader."""
     env = os.environ if environ is None else environ
     return env.get(QOS_FROM_XML) == '1' and topic in env.get(CAPPED_VAR, '').split()
