@@ -66,6 +66,7 @@ from laecips_core import (
     delta,
     diagnostics,
     fusion,
+    heap,
     push_cost,
     signing,
     weights,
@@ -388,6 +389,7 @@ class TrainerNode(Node):
     # --- candidates -> requests -------------------------------------------------------
     def _on_candidate(self, robot: Robot, cand: Candidate) -> None:
         # Distiller worker thread: fitting the policy here keeps the executor responsive.
+        heap.trim()  # the round's activations are freed: hand their pages back
         policy = None
         if self.p['push_mode'] == 'weights_and_policy':
             policy = self._fit_policy(robot, cand.state)
@@ -622,6 +624,7 @@ class TrainerNode(Node):
 def main(args: list[str] | None = None) -> None:
     # Every callback is short (training has its own threads, pushes are call_async). Hard
     # frames are capped at the transport (laecips_core.dds) before the DDS participant exists.
+    heap.pin_mmap_threshold()  # a trainer runs for weeks: freed frames go back to the system
     with dds.capped_process([ifc.CLOUD_FRAMES], 'trainer'):
         run_node(TrainerNode, args)
 
