@@ -82,3 +82,21 @@ def test_reuse_only_independent_systems_with_the_same_stream(tmp_path):
     lae = systems.build('laecips')[0]
     (old / 'runs' / 'laecips.json').write_text(json.dumps(run))
     assert orchestrate.reused(str(old), lae, 5, out) is None  # never reused
+
+
+def test_resume_takes_any_complete_run_of_the_same_system_and_seed(tmp_path):
+    import json
+    old, out = tmp_path / 'old', tmp_path / 'new'
+    (old / 'runs').mkdir(parents=True)
+    (out / 'runs').mkdir(parents=True)
+    seeds = systems.build('random', 0.25, seeds=2)
+    for s, frames in ((0, 5), (1, 2)):  # seed 1 stopped early: it runs again
+        run = {'frames': [{}] * frames, 'system': {
+            'name': 'random', 'params': {'rate': 0.25}, 'seed': s, 'trainer': False}}
+        (old / 'runs' / f'random_s{s}.json').write_text(json.dumps(run))
+    assert orchestrate.reused(str(old), seeds[0], 5, out, resume=True)['reused_from'] \
+        .endswith('random_s0.json')
+    assert orchestrate.reused(str(old), seeds[1], 5, out, resume=True) is None
+    assert orchestrate.reused(str(old), seeds[0], 5, out) is None  # --reuse: never random
+    other = systems.build('random', 0.3, seeds=1)[0]  # another rate: another system
+    assert orchestrate.reused(str(old), other, 5, out, resume=True) is None

@@ -98,6 +98,10 @@ def parser() -> argparse.ArgumentParser:
                    " labels in time, the labeller alone, the bridge's counts)")
     p.add_argument('--rebuild', action='store_true',
                    help='only re-render the report of --out from its runs/*.json')
+    p.add_argument('--resume', default=None, metavar='DIR',
+                   help='take every complete run of a system with the same parameters and '
+                   'seed from an earlier --out DIR (an interrupted evaluation, or one with an '
+                   'incomplete run), and run the rest')
     p.add_argument('--reuse', default=None, metavar='DIR',
                    help="take the runs of systems that do not depend on LAECIPS's run "
                    f'({", ".join(REUSABLE)}) from an earlier --out DIR with the same stream')
@@ -191,9 +195,20 @@ def main(argv: list[str] | None = None) -> int:
             for sys_ in systems.build(name, ratio, features, args.seeds, laecips_policy,
                                       bytes_ratio):
                 before = link.wait_stats() if link else None
-                run = reused(args.reuse, sys_, n_frames, out)
-                if run is None:
+                run = (reused(args.reuse, sys_, n_frames, out)
+                       or reused(args.resume, sys_, n_frames, out, resume=True))
+                for attempt in range(2 if run is None else 0):
                     run = run_system(sys_, args, runner, bag, n_frames, out, keep)
+                    if len(run['frames']) == n_frames:
+                        break
+                    # A stall (a paused machine, a stuck replay) ends the recorder early:
+                    # a run of part of the stream is not a measurement of the system.
+                    print(f'[evaluate] {sys_.label}: only {len(run["frames"])} of {n_frames} '
+                          f'frames recorded' + ('; running it again' if not attempt else ''),
+                          flush=True)
+                else:
+                    if run is not None and len(run['frames']) != n_frames:
+                        raise RuntimeError(f'{sys_.label}: incomplete twice')
                 runs.setdefault(sys_.label, []).append(run)
                 if link:
                     link_counters[sys_.label + f'#{sys_.seed}'] = delta(before,

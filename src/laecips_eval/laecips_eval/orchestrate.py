@@ -131,7 +131,7 @@ def _wait(cond, timeout: float, what: str, runner: Runner, labels: list[str]) ->
 def run_system(sys_: systems.System, args: argparse.Namespace, runner: Runner, bag: Path,
                n_frames: int, out_dir: Path, keep: list[int]) -> dict:
     """Run one system over the bag and return the recorder's output."""
-    tag = sys_.name + (f'_s{sys_.seed}' if sys_.name.startswith('random') else '')
+    tag = run_tag(sys_)
     robot = args.robot_id
     edge_params = {'policy_rule': sys_.rule, 'policy_params': sys_.policy_params(),
                    'seed': sys_.seed, 'image_qos': 'reliable', 'num_threads': 1,
@@ -222,15 +222,30 @@ def keep_indices(phases: list[str], n: int) -> list[int]:
     return sorted(set(picks))[:n] if n > 0 else []
 
 
-def reused(reuse: str | None, sys_: systems.System, n_frames: int, out: Path) -> dict | None:
-    """Return an earlier run of an independent system (copied into ``out``), else None."""
-    if not reuse or sys_.name not in REUSABLE:
+def run_tag(sys_: systems.System) -> str:
+    """Return the file name (no suffix) of a system's run: one per random seed."""
+    return sys_.name + (f'_s{sys_.seed}' if sys_.name.startswith('random') else '')
+
+
+def reused(reuse: str | None, sys_: systems.System, n_frames: int, out: Path,
+           resume: bool = False) -> dict | None:
+    """
+    Return an earlier run (copied into ``out``), else None.
+
+    Without ``resume`` only systems that do not depend on LAECIPS's run (``REUSABLE``);
+    with it any system, when its parameters and seed are the same (an interrupted
+    evaluation, or one whose run came back incomplete, goes on where it stopped).
+    """
+    if not reuse or (sys_.name not in REUSABLE and not resume):
         return None
-    src = Path(reuse) / 'runs' / f'{sys_.name}.json'
+    src = Path(reuse) / 'runs' / f'{run_tag(sys_) if resume else sys_.name}.json'
     if not src.is_file():
         return None
     run = json.loads(src.read_text())
-    if len(run['frames']) != n_frames or run['system']['params'] != sys_.params:
+    same = run['system']['params'] == sys_.params and (
+        not resume or (run['system']['seed'] == sys_.seed
+                       and run['system']['trainer'] == sys_.trainer))
+    if len(run['frames']) != n_frames or not same:
         return None
     run['reused_from'] = str(src)
     dst = out / 'runs' / src.name
