@@ -68,8 +68,8 @@ def goals(rows: dict[str, dict], labels: dict[str, str], link: bool) -> list[str
         t = lae['first_push_s_after_drift']
         out.append(f'- first accepted weight push {t:.0f} s after the first drifted frame '
                    f'(goal <= 30 s): {"met" if t <= 30 else "not met"}')
-    for name in ('random', 'fixed_online', 'entropy_online', 'random_distil', 'entropy_distil',
-                 'fixed_matched', 'entropy'):
+    for name in ('laecips_entropy', 'random', 'fixed_online', 'entropy_online', 'random_distil',
+                 'entropy_distil', 'fixed_matched', 'entropy'):
         b = row(name)
         if lae and b:
             ok = lae['miou_all'] > b['miou_all'] and lae['miou_scoring'] > b['miou_scoring']

@@ -18,6 +18,10 @@ Each system is the same edge node with another upload policy (``policy_rule`` an
                    ``push_encoding`` full, its push-cost rule off so it pushes every gated
                    candidate) of a student that trains all its parameters
                    (``train_params`` all): the ablation of compact pushes
+``laecips_entropy`` the same loop with entropy mining instead of the learned policy: rule
+                   ``quantile`` on the entropy at the trainer's budget, with its drift-saving
+                   bucket (``budget_save``, ``budget_reserve``); the trainer pushes weights
+                   only (the ablation of the learned policy)
 ``random``         rule ``random`` at LAECIPS's realised upload ratio, one run per seed
 ``fixed_online``   rule ``quantile`` on 1 - conf_ratio: uploads frames above the running
                    (1 - rate) quantile of the frames seen so far, at LAECIPS's total bytes,
@@ -51,8 +55,8 @@ import numpy as np
 
 from laecips_cloud.policy_fit import Recipe, budget_params
 
-ORDER = ('edge_only', 'cloud_only', 'fixed', 'laecips', 'laecips_full', 'random',
-         'fixed_online', 'entropy_online', 'random_distil', 'entropy_distil',
+ORDER = ('edge_only', 'cloud_only', 'fixed', 'laecips', 'laecips_full', 'laecips_entropy',
+         'random', 'fixed_online', 'entropy_online', 'random_distil', 'entropy_distil',
          'fixed_matched', 'entropy', 'entropy_sedna')
 DEFAULT = ('edge_only', 'cloud_only', 'fixed', 'laecips', 'random', 'fixed_matched',
            'entropy')
@@ -149,6 +153,12 @@ def build(name: str, laecips_ratio: float | None = None,
                        dict(laecips_policy[1]), trainer=True,
                        trainer_params={'push_encoding': 'full', 'push_bytes_per_point': 0.0,
                                        'train_params': 'all'})]
+    if name == 'laecips_entropy':
+        rec = Recipe()
+        return [System(name, 'LAECIPS entropy mining', 'quantile', {
+            'rate': rec.target_upload_ratio, 'feature': 1.0,
+            **budget_params(rec.target_upload_ratio, rec.burst, rec.save, rec.reserve)},
+            trainer=True, trainer_params={'push_mode': 'weights'})]
     if name == 'random':
         return [System(name, f'random @{r:.0%}', 'random', {'rate': r}, seed=s)
                 for s in range(seeds)]
