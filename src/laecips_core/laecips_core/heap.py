@@ -10,7 +10,7 @@ trainer's images, labels and activations (hundreds of KiB to tens of MiB, one tr
 thread per robot) come from the arenas, where freed blocks of varying sizes fragment and
 stay resident: in the 10-minute, 4-robot soak the trainer grew 6.8 % after warm-up while
 holding a fixed number of pairs. Pinning the threshold keeps big blocks mapped, and a trim
-after each training round hands back what the arenas freed below it.
+after each candidate the trainer builds hands back what the arenas freed below it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 # activation between the threshold and 32 MiB is then mapped and zeroed afresh each step
 # (one Fast-SCNN training step at 180x240, batch 4, one thread: 124-143 ms by default,
 # 133-145 ms at 16-32 MiB, 178 ms at 4 MiB, 319-340 ms at 256 KiB). The trim after each
-# round returns what the arenas freed below it.
+# candidate returns what the arenas freed below it.
 THRESHOLD = 16 * 1024 * 1024
 
 
