@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The trainer's heap settings (laecips_core.heap): freed frame-sized blocks leave the process."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -37,9 +38,10 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def _kept(mode: str) -> float:
+def _kept(mode: str, env: dict | None = None) -> float:
+    environ = {k: v for k, v in os.environ.items() if k != 'MALLOC_MMAP_THRESHOLD_'}
     out = subprocess.run([sys.executable, '-c', PROBE, mode], capture_output=True, text=True,
-                         timeout=60, check=True)
+                         timeout=60, check=True, env={**environ, **(env or {})})
     return float(out.stdout.strip())
 
 
@@ -47,3 +49,7 @@ def test_freed_frames_go_back_to_the_system_with_a_low_threshold_or_the_trainers
     assert _kept('none') > 150  # MiB of the 200 freed still resident: glibc's default
     assert _kept('pin') < 20  # blocks above a pinned threshold are unmapped when freed
     assert _kept('trainer') < 20  # the trainer's threshold is higher: its trim hands them back
+    # glibc's own variable, set by an operator, is glibc's to apply: the code leaves it.
+    assert _kept('none', {'MALLOC_MMAP_THRESHOLD_': str(256 * 1024)}) < 20
+    with pytest.raises(subprocess.CalledProcessError):  # pin_mmap_threshold() says False
+        _kept('pin', {'MALLOC_MMAP_THRESHOLD_': str(256 * 1024)})

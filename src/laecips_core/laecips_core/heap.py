@@ -16,6 +16,7 @@ after each candidate the trainer builds hands back what the arenas freed below i
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
@@ -37,10 +38,21 @@ def _libc():
         return None
 
 
+# glibc's own setting: when the operator set it, it wins (e.g. 262144 to bound the heap
+# tighter at the cost of training speed).
+ENV = 'MALLOC_MMAP_THRESHOLD_'
+
+
 def pin_mmap_threshold(threshold: int = THRESHOLD) -> bool:
-    """Serve blocks of ``threshold`` bytes or more by mmap from now on; True if it took."""
+    """
+    Serve blocks of ``threshold`` bytes or more by mmap from now on; True if it took.
+
+    Does nothing (False) when ``MALLOC_MMAP_THRESHOLD_`` is set: glibc has applied it.
+    """
     libc = _libc()
-    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1)
+    if libc is None or os.environ.get(ENV):
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1)
 
 
 def trim() -> bool:
@@ -49,4 +61,4 @@ def trim() -> bool:
     return bool(libc is not None and libc.malloc_trim(0))
 
 
-__all__ = ['pin_mmap_threshold', 'trim']
+__all__ = ['ENV', 'THRESHOLD', 'pin_mmap_threshold', 'trim']
