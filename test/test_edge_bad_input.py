@@ -24,7 +24,6 @@ from conftest import wait_until
 import numpy as np
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
 from test_edge_node import KEY, NS, Peer, _start
 import torch
 
@@ -45,11 +44,10 @@ def _lines(procs, text: str) -> list[str]:
 def _label(frame, arr: np.ndarray | None = None, data: bytes | None = None,
            key: bytes | None = KEY, purpose: int = CloudLabel.PURPOSE_INFERENCE) -> CloudLabel:
     """Return a cloud label for ``frame``, signed with ``key`` (the edge's) unless None."""
-    head = Header(stamp=frame.header.stamp, frame_id=frame.header.frame_id)
-    msg = CloudLabel(header=head, robot_id='robot1', seq=frame.seq, labeller='test',
+    msg = CloudLabel(header=frame.header, robot_id='robot1', seq=frame.seq, labeller='test',
                      purpose=purpose)
     if data is None:
-        codecs.encode_compressed(arr, msg.label, 'png', header=head)
+        codecs.encode_compressed(arr, msg.label, 'png')
     else:
         msg.label.format, msg.label.data = 'png', data
     if key:

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
 
 from laecips_core import codecs
 from laecips_core.classes import CAMVID
@@ -63,9 +62,9 @@ def test_class_map_latched_and_refined_mask_in_colour(procs, rosnode):
     cam.publish(_frame(100))
     wait_until(lambda: hard, 30, 'a hard frame')
     ids = np.tile(np.arange(11, dtype=np.uint8), (48, 6))[:, :64]
-    head = Header(stamp=hard[0].header.stamp, frame_id=hard[0].header.frame_id)
-    label = CloudLabel(header=head, robot_id='robot1', seq=hard[0].seq, labeller='test')
-    codecs.encode_compressed(ids, label.label, 'png', header=head)
+    label = CloudLabel(header=hard[0].header, robot_id='robot1', seq=hard[0].seq,
+                       labeller='test')
+    codecs.encode_compressed(ids, label.label, 'png')
     labels.publish(label)
     wait_until(lambda: colour, 30, 'the refined mask in colour')
     assert colour[0].encoding == 'rgb8'

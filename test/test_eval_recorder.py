@@ -142,8 +142,9 @@ def test_recorder_node_counts_and_scores(procs, rosnode, tmp_path):
     stamps = [now + i * S // 10 for i in range(3)]
     hf = HardFrame(robot_id='robot1', seq=0, hardness=0.5, features=[0.5, 0.2, 0.1])
     lab = CloudLabel(robot_id='robot1', seq=0, labeller='test')
-    lab.header = _image(stamps[0], gt).header
-    hf.header.stamp, hf.header.frame_id = lab.header.stamp, lab.header.frame_id
+    head = _image(stamps[0], gt).header
+    hf.header.stamp, hf.header.frame_id = head.stamp, head.frame_id
+    lab.header = hf.header
     hf.image.format, hf.image.data = 'jpeg', bytes(5000)
     lab.label.format, lab.label.data = 'png', bytes(700)
     pub['/laecips/weight_pushes'].publish(WeightPush(version=2, active_version=2,
@@ -167,8 +168,8 @@ def test_recorder_node_counts_and_scores(procs, rosnode, tmp_path):
     assert procs.items[0][1].returncode == 0, procs.log('rec')
     run = json.loads(out.read_text())
     assert run['totals']['gt'] == 3 and run['totals']['hard_frames'] == 1
-    # The bytes as received: the CDR payload padded to a multiple of 4 (CloudLabel ends in a
-    # string since it gained its signature: 837 serialized, 840 on the wire).
+    # The bytes as received: the CDR payload padded to a multiple of 4 (a CloudLabel's length
+    # need not be one: it ends in a uint8).
     def wire(msg) -> int:
         return -(-len(serialize_message(msg)) // 4) * 4
     assert run['totals']['bytes_hard_frames'] == wire(hf)

@@ -12,8 +12,11 @@ fragment, with a log line of its own and no memory taken (without the profile th
 reassembles and converts it whole before its node refuses it). The bridge labels the next
 valid frame as before. The trainer's reader of the frames the bridge passes on
 (``/laecips/cloud/frames``) is capped the same way: the same frame written there costs it
-nothing either.
+nothing either, and so does a 200 MiB ``CloudLabel`` on ``/laecips/cloud_labels`` (its label
+reader is capped too; the edges' label reader: ``test_push_memory``).
 """
+
+import time
 
 from conftest import wait_until
 from peers.raw_request import RawWriter, oversize_request
@@ -33,6 +36,18 @@ BOUND = 8 << 20
 TRAINER_BOUND = 64 << 20
 
 
+def _settled(pid: int, window: float = 2.0, slack: int = 4 << 20):
+    """Return a condition: ``pid``'s RSS moved less than ``slack`` over the last ``window`` s."""
+    seen = []
+
+    def cond() -> bool:
+        now = time.monotonic()
+        seen.append((now, _rss(pid)))
+        recent = [rss for t, rss in seen if now - t <= window]
+        return now - seen[0][0] >= window and max(recent) - min(recent) < slack
+    return cond
+
+
 def test_an_oversize_hard_frame_costs_the_bridge_and_trainer_bounded_memory(procs, rosnode,
                                                                             tmp_path):
     bridge = procs.node('bridge', 'laecips_cloud.bridge_node', params={
@@ -43,10 +58,11 @@ def test_an_oversize_hard_frame_costs_the_bridge_and_trainer_bounded_memory(proc
     n = rosnode.node
     labels, stats = [], []
     pub = n.create_publisher(HardFrame, ifc.HARD_FRAMES, QOS)
-    n.create_subscription(CloudLabel, ifc.CLOUD_LABELS, labels.append, QOS)
+    label_sub = n.create_subscription(CloudLabel, ifc.CLOUD_LABELS, labels.append, QOS)
     n.create_subscription(CloudStats, ifc.CLOUD_STATS, stats.append, QOS)
     writer = RawWriter(n, HardFrame, 'rt' + ifc.HARD_FRAMES)  # its DDS topic
     to_trainer = RawWriter(n, HardFrame, 'rt' + ifc.CLOUD_FRAMES)
+    labels_out = None
     try:
         rosnode.wait_for_subscribers(pub, timeout=60.0)
         # A labelled probe: the bridge's reader, labeller and label writer are all warm.
@@ -89,8 +105,14 @@ def test_an_oversize_hard_frame_costs_the_bridge_and_trainer_bounded_memory(proc
                    'the stats counting every valid frame labelled')
         assert stats[-1].rejected == 0 and stats[-1].frames_in == len(probes) + 1, stats[-1]
 
-        # The trainer: refused by DDS too (its node would not log a frame it took).
+        # The trainer: refused by DDS too (its node would not log a frame it took). Measured
+        # once it has taken in what the bridge passed on (a model and a training thread per
+        # robot, 150-220 MiB when that overlapped the attack), so only the attack counts.
         wait_until(lambda: to_trainer.matched() > 0, 60.0, 'the raw writer matched the trainer')
+        # robot2's frame went out after the trainer was up (probe0's may have come too early).
+        wait_until(lambda: "new robot 'robot2'" in procs.log('trainer'), 60.0,
+                   "the trainer's model for robot2")
+        wait_until(_settled(trainer.pid), 60.0, "the trainer's memory settled", period=0.2)
         before = _rss(trainer.pid)
         with _Peak(trainer.pid) as peak:
             to_trainer.write(cdr)
@@ -103,7 +125,30 @@ def test_an_oversize_hard_frame_costs_the_bridge_and_trainer_bounded_memory(proc
         print(f'trainer RSS before {before >> 20} MiB, peak {peak.peak >> 20} MiB')
         assert peak.peak - before < TRAINER_BOUND, f'grew {(peak.peak - before) >> 20} MiB'
         assert DDS_REFUSAL in procs.log('trainer')
+
+        # A 200 MiB label to the trainer: refused by DDS too. This process's own label reader
+        # goes first (it would take the label whole); the bridge only writes labels.
+        n.destroy_subscription(label_sub)
+        labels_out = RawWriter(n, CloudLabel, 'rt' + ifc.CLOUD_LABELS)
+        wait_until(lambda: labels_out.matched() > 0, 60.0, 'the raw label writer matched')
+        label = CloudLabel(header=hostile.header, robot_id='robot1', seq=1, labeller='x')
+        label.label.format, label.label.data = 'png', b'\xab' * 16
+        cdr = oversize_request(label, 'label.data', FRAME_BYTES)
+        refusals = procs.log('trainer').count(DDS_REFUSAL)
+        before = _rss(trainer.pid)
+        with _Peak(trainer.pid) as peak:
+            labels_out.write(cdr)
+            del cdr
+            wait_until(lambda: procs.log('trainer').count(DDS_REFUSAL) > refusals or
+                       peak.peak - before >= TRAINER_BOUND, 30.0,
+                       "Fast DDS's refusal of the 200 MiB label in the trainer's log")
+        procs.assert_alive()
+        print(f'trainer RSS before the label {before >> 20} MiB, peak {peak.peak >> 20} MiB')
+        assert peak.peak - before < TRAINER_BOUND, f'grew {(peak.peak - before) >> 20} MiB'
+        assert procs.log('trainer').count(DDS_REFUSAL) > refusals
     finally:
         writer.close()
         to_trainer.close()
+        if labels_out is not None:
+            labels_out.close()
 

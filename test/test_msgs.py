@@ -54,6 +54,33 @@ def test_serialization_round_trip(cls):
     assert len(again) == len(data) and deserialize_message(again, cls) == msg
 
 
+def _unbounded(cls, path: str = '') -> list[str]:
+    """Return the fields of ``cls`` (nested ones dotted) without a maximum size."""
+    import importlib
+
+    from rosidl_parser import definition as d
+    out = []
+    for slot, kind in zip(cls.__slots__, cls.SLOT_TYPES):
+        name = path + slot.removeprefix('_')
+        base = kind.value_type if isinstance(kind, d.AbstractNestedType) else kind
+        if isinstance(kind, d.UnboundedSequence) or isinstance(
+                base, (d.UnboundedString, d.UnboundedWString)):
+            out.append(name)
+        if isinstance(base, d.NamespacedType):
+            nested = getattr(importlib.import_module('.'.join(base.namespaces)), base.name)
+            out += _unbounded(nested, name + '.')
+    return out
+
+
+@pytest.mark.parametrize('cls', [HardFrame, CloudLabel, UpdateWeights.Request],
+                         ids=lambda c: c.__name__)
+def test_capped_types_are_bounded(cls):
+    # The types whose readers are capped at the transport (laecips_core.dds): a PREALLOCATED
+    # history's payload is the type's maximum serialized size, so every field needs a bound.
+    assert _unbounded(cls) == []
+    assert _unbounded(CloudStats), 'the check finds unbounded fields'
+
+
 def test_hard_frame_jpeg_crosses_processes(procs, rosnode):
     from conftest import wait_until
     from rclpy.qos import QoSProfile, ReliabilityPolicy

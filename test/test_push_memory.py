@@ -12,19 +12,29 @@ a log line of its own and no memory taken (before: 337 -> 1,129 MiB at peak, rcl
 deserialised it whole). A request under that bound but over the edge's
 ``max_update_bytes`` reaches the node and is refused and counted there; a real push still
 lands after both.
+
+The edge's reader of ``/laecips/cloud_labels`` is capped the same way (``CloudLabel`` is
+bounded, ~16 MiB): a 200 MiB label for one of its uploads is refused by DDS, and the next
+valid label of that upload still refines it.
 """
 
 import threading
 
 from conftest import wait_until
-from peers.raw_request import RawRequestWriter, oversize_request
+import numpy as np
+from peers.raw_request import RawRequestWriter, RawWriter, oversize_request
+from sensor_msgs.msg import Image
+from test_edge_bad_input import QOS, H, W, _label
 from test_edge_node import NS, Peer, _start
 
-from laecips_core import weights
+from laecips_core import codecs, weights
+from laecips_core import interface as ifc
 from laecips_edge.factory import factory_weights
+from laecips_msgs.msg import CloudLabel
 from laecips_msgs.srv import UpdateWeights
 
 REQUEST_BYTES = 200 << 20
+LABEL_BYTES = 200 << 20
 MAX_UPDATE_BYTES = 8 << 20
 # Growth allowed while the edge refuses both: the 9 MiB request reassembled, deserialised
 # and converted to Python (~3 copies) plus slack; the 200 MiB one alone grew it ~790 MiB.
@@ -62,10 +72,13 @@ class _Peak:
         self.peak = max(self.peak, _rss(self.pid))
 
 
-def test_an_oversize_request_costs_the_edge_bounded_memory(procs, rosnode, tmp_path):
-    edge = _start(procs, tmp_path / 'state', rule='never', max_update_bytes=MAX_UPDATE_BYTES)
+def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosnode, tmp_path):
+    # policy always: the label part needs uploads; refine=replace: the refined mask is the label.
+    edge = _start(procs, tmp_path / 'state', rule='always', max_update_bytes=MAX_UPDATE_BYTES,
+                  refine='replace')
     peer = Peer(rosnode)
     writer = RawRequestWriter(rosnode.node, UpdateWeights, f'{NS}/edge/update_weights')
+    labels = None
     try:
         # A first (small, unsigned: refused) call: the service, its threads and buffers warm.
         res = rosnode.call(peer.update, UpdateWeights.Request(version=2), timeout=90.0)
@@ -108,5 +121,54 @@ def test_an_oversize_request_costs_the_edge_bounded_memory(procs, rosnode, tmp_p
         res = peer.call(2, weights.to_bytes(sd, meta))
         assert res.accepted and res.active_version == 2, res.reason
         procs.assert_alive()
+
+        # --- a 200 MiB cloud label, for an upload of this edge ------------------------------
+        n = rosnode.node
+        refined = []
+        n.create_subscription(Image, f'{NS}/edge/mask_refined', refined.append, QOS)
+        pub_label = n.create_publisher(CloudLabel, ifc.CLOUD_LABELS, QOS)
+        labels = RawWriter(n, CloudLabel, 'rt' + ifc.CLOUD_LABELS)  # its DDS topic
+        rosnode.wait_for_subscribers(pub_label)
+        peer.send(2, 1000)
+        wait_until(lambda: len(peer.hard) >= 2, 60.0, 'two uploads')
+        first, second = sorted(peer.hard, key=lambda m: m.seq)[:2]
+        ok = [np.full((H, W), c, np.uint8) for c in (3, 5)]
+        # A first valid label: the label reader, its payloads and the refinement are warm.
+        pub_label.publish(_label(first, ok[0]))
+        wait_until(lambda: refined, 30.0, 'a refined mask for the first upload')
+        wait_until(lambda: labels.matched() > 0, 30.0, 'the raw label writer matched the edge')
+        hostile = _label(second, ok[1], key=None)
+        hostile.label.data = b'\xab' * 16
+        cdr = oversize_request(hostile, 'label.data', LABEL_BYTES)
+        refusals = procs.log('edge').count(DDS_REFUSAL)
+        before = _rss(edge.pid)
+        with _Peak(edge.pid) as peak:
+            labels.write(cdr)
+            del cdr
+            # Refused by DDS (capped), or else taken whole and refused by the node (unsigned).
+            wait_until(lambda: procs.log('edge').count(DDS_REFUSAL) > refusals or
+                       'unsigned label' in procs.log('edge'), 90.0,
+                       "the 200 MiB label's refusal in the edge's log")
+            dds_peak = peak.peak
+            # The upload it named is still waiting: its valid label refines it.
+            pub_label.publish(_label(second, ok[1]))
+            wait_until(lambda: len(refined) == 2, 30.0, 'the next valid label refined')
+        after = _rss(edge.pid)
+        procs.assert_alive()
+        print(f'edge RSS before the label {before >> 20} MiB, peak with the '
+              f'{LABEL_BYTES >> 20} MiB label {dds_peak >> 20} MiB, after the next valid label '
+              f'{peak.peak >> 20} MiB (peak), {after >> 20} MiB')
+        took = (dds_peak - before) >> 20
+        assert dds_peak - before < 8 << 20, f'the 200 MiB label took {took} MiB'
+        assert procs.log('edge').count(DDS_REFUSAL) > refusals
+        assert peak.peak - before < BOUND and after - before < BOUND, \
+            f'grew {(peak.peak - before) >> 20} MiB'
+        assert (codecs.image_to_array(refined[1]) == ok[1]).all()
+        assert refined[1].header.stamp == second.header.stamp
+        # Not counted: the label never reached the node (the first and last were taken).
+        wait_until(lambda: peer.stats[-1].labels_in == 2, 30.0, 'two labels in the stats')
+        assert peer.stats[-1].labels_rejected == 0
     finally:
         writer.close()
+        if labels is not None:
+            labels.close()

@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 from rclpy.node import Node
-from std_msgs.msg import Header
+from sensor_msgs.msg import CompressedImage
 
 from laecips_cloud import ray_backend
 from laecips_cloud.labellers import Labeller, create, resolve_device
@@ -55,12 +55,17 @@ from laecips_core.frame_check import (
 )
 from laecips_core.schedule import INFERENCE, Entry, LoadMeter, Scheduler
 from laecips_core.teacher import Teacher
-from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
+from laecips_msgs.msg import CloudLabel, CloudStats, FrameImage, HardFrame
 from laecips_ros.diagnostics import Diagnostics
-from laecips_ros.node import declare_params, log_frame_cap, qos, run_node
+from laecips_ros.node import declare_params, log_read_cap, qos, run_node
 
 # Rejection log lines: a burst of this many, then this many per second.
 LOG_BURST, LOG_RATE = 20, 2.0
+# CloudLabel is bounded (its readers on the edges and the trainer are capped at the transport,
+# #17): a label or confidence PNG over this is not sent. Not seen: a frame has at most
+# max_pixels (4 Mpx), and 4 Mpx of mono8 is at most ~4 MiB as PNG.
+MAX_LABEL_BYTES = dds.msg_bound(FrameImage, 'data')
+MAX_LABELLER = dds.msg_bound(CloudLabel, 'labeller')
 
 # name: (default, description)
 PARAMS = {
@@ -94,9 +99,11 @@ PARAMS = {
     'max_payload_bytes': (MAX_PAYLOAD_BYTES, 'hard frames with a larger image + edge label are '
                                              'rejected', (1, 1 << 40)),
     # 2048x2048: far more than a labeller needs (edges upload at upload_max_pixels); a frame
-    # declaring more is refused from its PNG/JPEG header, before any decoding.
-    'max_pixels': (1 << 22, 'hard frames declaring more pixels are rejected before decoding',
-                   (1, 1 << 40)),
+    # declaring more is refused from its PNG/JPEG header, before any decoding. At most 4 Mpx:
+    # a label of that size always fits CloudLabel's bounds.
+    'max_pixels': (1 << 22, 'hard frames declaring more pixels are rejected before decoding '
+                            "(at most 4 Mpx: any label that size fits CloudLabel's bounds)",
+                   (1, 1 << 22)),
     'qos_depth': (10, 'reliable QoS history depth of the hard frame and label topics',
                   (1, 100000)),
     'stats_period': (2.0, 'seconds between CloudStats messages', (0.01, 3600.0)),
@@ -174,7 +181,7 @@ class BridgeNode(Node):
         self.pub_stats = self.create_publisher(CloudStats, ifc.CLOUD_STATS, qos(ifc.STATS))
         self.diagnostics = Diagnostics(self, diagnostics.bridge_status)
         self.create_subscription(HardFrame, ifc.HARD_FRAMES, self._on_frame, link)
-        log_frame_cap(self, ifc.HARD_FRAMES)
+        log_read_cap(self, ifc.HARD_FRAMES, HardFrame)
         self.create_timer(float(self.p['stats_period']), self._publish_stats)
         self._worker = threading.Thread(target=self._run, name='bridge_worker', daemon=True)
         self._worker.start()
@@ -351,19 +358,21 @@ class BridgeNode(Node):
                 failed.append(it)
                 continue
             lab, conf = res
-            done.append(it)
             msg, t = it.payload, time.monotonic()
-            out = CloudLabel()
-            head = Header(stamp=msg.header.stamp, frame_id=msg.header.frame_id)
-            out.header, out.robot_id, out.seq = head, msg.robot_id, msg.seq
-            codecs.encode_compressed(np.ascontiguousarray(lab, np.uint8), out.label, 'png',
-                                     header=head)
             v = self.teacher.judge(msg.robot_id, msg.seq, conf)
-            if v.grid is not None:
-                codecs.encode_compressed(v.grid, out.confidence, 'png', header=head)
+            images = self._label_images(lab, v.grid)
+            if images is None:
+                self.get_logger().error(f'label of {msg.robot_id!r}#{msg.seq} not sent: its '
+                                        f'PNG is over the CloudLabel bound of '
+                                        f'{MAX_LABEL_BYTES} bytes')
+                failed.append(it)
+                continue
+            done.append(it)
+            out = CloudLabel(header=msg.header, robot_id=msg.robot_id, seq=msg.seq)
+            out.label, out.confidence = images
             out.confidence_mean, out.teacher_state = v.mean, v.state
             out.teacher_health = v.score
-            out.labeller = self.labeller.name
+            out.labeller = self.labeller.name[:MAX_LABELLER]
             out.purpose = (CloudLabel.PURPOSE_INFERENCE if lane == INFERENCE
                            else CloudLabel.PURPOSE_TRAINING)
             if self.hmac_key is not None:
@@ -385,6 +394,23 @@ class BridgeNode(Node):
             self._period['batches'] += 1
             self._period['frames'] += len(items)
             self._period['seconds'] += time.monotonic() - t0
+
+    @staticmethod
+    def _label_images(lab: np.ndarray,
+                      grid: np.ndarray | None) -> tuple[FrameImage, FrameImage] | None:
+        """Return the label and confidence PNGs, None when one is over CloudLabel's bound."""
+        out = []
+        for arr in (lab, grid):
+            if arr is None:  # a labeller without confidence: empty data
+                out.append(FrameImage())
+                continue
+            # Encoded first into an unbounded message: its size is checked before use.
+            png = codecs.encode_compressed(np.ascontiguousarray(arr, np.uint8),
+                                           CompressedImage, 'png')
+            if len(png.data) > MAX_LABEL_BYTES:
+                return None
+            out.append(FrameImage(format='png', data=png.data))
+        return out[0], out[1]
 
     def close(self) -> None:
         """Stop the worker thread (the frame in progress finishes)."""

@@ -80,7 +80,7 @@ from laecips_msgs.msg import CloudLabel, HardFrame, WeightPush
 from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 from laecips_ros.diagnostics import Diagnostics
-from laecips_ros.node import check_choices, declare_params, log_frame_cap, qos, run_node
+from laecips_ros.node import check_choices, declare_params, log_read_cap, qos, run_node
 
 PUSH_MODES = ('weights_and_policy', 'weights', 'policy')
 PUSH_ENCODINGS = ('full',) + delta.ENCODINGS
@@ -268,9 +268,10 @@ class TrainerNode(Node):
         reliable = qos(ifc.TRAINER)
         self.create_subscription(HardFrame, ifc.CLOUD_FRAMES, self._on_frame, reliable,
                                  callback_group=data_group)
-        log_frame_cap(self, ifc.CLOUD_FRAMES)
+        log_read_cap(self, ifc.CLOUD_FRAMES, HardFrame)
         self.create_subscription(CloudLabel, ifc.CLOUD_LABELS, self._on_label,
                                  reliable, callback_group=data_group)
+        log_read_cap(self, ifc.CLOUD_LABELS, CloudLabel)
         self.pub_push = self.create_publisher(WeightPush, ifc.WEIGHT_PUSHES, reliable)
         self.create_timer(0.25, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self.diagnostics = Diagnostics(self, diagnostics.trainer_status)
@@ -623,9 +624,10 @@ class TrainerNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     # Every callback is short (training has its own threads, pushes are call_async). Hard
-    # frames are capped at the transport (laecips_core.dds) before the DDS participant exists.
+    # frames and labels are capped at the transport (laecips_core.dds) before the DDS
+    # participant exists.
     heap.pin_mmap_threshold()  # a trainer runs for weeks: freed frames go back to the system
-    with dds.capped_process([ifc.CLOUD_FRAMES], 'trainer'):
+    with dds.capped_process([ifc.CLOUD_FRAMES, ifc.CLOUD_LABELS], 'trainer'):
         run_node(TrainerNode, args)
 
 

@@ -164,7 +164,10 @@ def label_message(robot_id: str, seq: int, stamp_ns: int, label_sha256: str,
     stamp in nanoseconds, the SHA-256 of the label and confidence PNG bytes, the confidence
     mean and teacher health as IEEE 754 hex (as policy values), the teacher state, the
     labeller's name and the purpose (a training-lane label flipped to inference would refine
-    a frame long past its deadline; the other way, a real answer would be ignored).
+    a frame long past its deadline; the other way, a real answer would be ignored). Not
+    signed: the header's frame_id and the images' formats, which the edge does not act on (its
+    refined mask takes the camera frame's own header; a label decodes as PNG or not at all),
+    and the bridge's queue and processing times.
     """
     doc = {'scheme': LABEL_SCHEME, 'robot_id': str(robot_id), 'seq': int(seq),
            'stamp_ns': int(stamp_ns), 'label_sha256': label_sha256,

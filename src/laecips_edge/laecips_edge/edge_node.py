@@ -40,6 +40,7 @@ from rclpy.node import Node
 from rclpy.serialization import serialize_message
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from laecips_core import bn_adapt, codecs, dds, diagnostics, fusion, signing, weights
 from laecips_core import interface as ifc
@@ -62,7 +63,7 @@ from laecips_msgs.msg import Policy as PolicyMsg
 from laecips_msgs.srv import UpdateWeights
 from laecips_ros import class_map as class_map_msg
 from laecips_ros.diagnostics import Diagnostics
-from laecips_ros.node import check_choices, declare_params, qos, run_node
+from laecips_ros.node import check_choices, declare_params, log_read_cap, qos, run_node
 
 # Uploads whose label may still come back: (h, w) by (seq, stamp). At 30 uploads/s this
 # covers half a minute of cloud latency; a label for a frame forgotten by then is dropped.
@@ -259,6 +260,7 @@ class EdgeNode(Node):
         self.pub_hard = self.create_publisher(HardFrame, ifc.HARD_FRAMES, link_qos)
         self.pub_stats = self.create_publisher(EdgeStats, ifc.EDGE_STATS, link_qos)
         self.create_subscription(CloudLabel, ifc.CLOUD_LABELS, self._on_label, link_qos)
+        log_read_cap(self, ifc.CLOUD_LABELS, CloudLabel)
         if p['follow_cloud_load']:
             self.create_subscription(CloudStats, ifc.CLOUD_STATS, self._on_cloud_stats,
                                      qos(ifc.STATS))
@@ -442,7 +444,7 @@ class EdgeNode(Node):
         # Remembered before publishing: the label may come back before publish() returns.
         with self.lock:
             self.uploads[_label_key(seq, msg.header.stamp)] = _Upload(
-                up_rgb.shape[:2], res.small, res.conf, rgb.shape[:2], pair)
+                up_rgb.shape[:2], res.small, res.conf, rgb.shape[:2], msg.header, pair)
             while len(self.uploads) > UPLOAD_MEMORY:
                 self.uploads.popitem(last=False)
         self.pub_hard.publish(hf)
@@ -480,10 +482,11 @@ class EdgeNode(Node):
             self._reject('labels_rejected', f'cloud label for frame {_frame_id(msg, msg.seq)} '
                                             f'failed: {e!r}', error=True)
             return
-        self.pub_refined.publish(codecs.array_to_image(final, Image, 'mono8', msg.header))
+        # The camera frame's header, not the label's (its frame_id is neither signed nor whole).
+        self.pub_refined.publish(codecs.array_to_image(final, Image, 'mono8', up.header))
         if self.pub_refined_color.get_subscription_count():
             self.pub_refined_color.publish(codecs.array_to_image(
-                engine.colorize(final, self.segmenter.class_map), Image, 'rgb8', msg.header))
+                engine.colorize(final, self.segmenter.class_map), Image, 'rgb8', up.header))
         with self.lock:
             self.c['labels_in'] += 1
             self.c['bytes_down'] += len(serialize_message(msg))
@@ -745,6 +748,7 @@ class _Upload:
     small: np.ndarray  # its mask at mask_res (uint8 class ids)
     conf: np.ndarray  # that mask's calibrated confidence (uint8, 255 = 1.0)
     frame_shape: tuple[int, int]  # the camera frame's (h, w): ~/mask_refined's size
+    header: Header  # the camera frame's: ~/mask_refined's
     pair: tuple[np.ndarray, np.ndarray] | None = None  # masks with/without adapted BN stats
 
 
@@ -764,11 +768,12 @@ def _frame_id(msg, seq: int) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    # Cap update_weights requests at the transport (laecips_core.dds.capped_profile) before
-    # the node's DDS participant reads its profiles; the node checks that it took.
+    # Cap update_weights requests and cloud labels at the transport
+    # (laecips_core.dds.capped_profile) before the node's DDS participant reads its profiles;
+    # the node checks that it took.
     ns, name = dds.ros_names(sys.argv if args is None else args, 'edge')
     service = f'{ns.rstrip("/")}/{name}/{ifc.UPDATE_WEIGHTS.removeprefix("~/")}'
-    with dds.capped_process([dds.request_topic(service)], 'edge'):
+    with dds.capped_process([dds.request_topic(service), ifc.CLOUD_LABELS], 'edge'):
         run_node(EdgeNode, args)
 
 

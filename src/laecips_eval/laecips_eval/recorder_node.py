@@ -35,10 +35,12 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
+from laecips_core import dds
+from laecips_core import interface as ifc
 from laecips_eval import bags
 from laecips_eval.recorder import Recording
 from laecips_msgs.msg import CloudLabel, CloudStats, EdgeStats, HardFrame, WeightPush
-from laecips_ros.node import ros_session
+from laecips_ros.node import log_read_cap, ros_session
 
 # CloudStats fields kept; the outcomes of the frames it accepted (laecips_core.schedule).
 CLOUD_OUTCOMES = ('labelled_in_time', 'labelled_late', 'labelled_for_training',
@@ -109,6 +111,8 @@ class RecorderNode(Node):
             topics['cloud_stats']: sub(CloudStats, topics['cloud_stats'], self._on_cloud_stats,
                                        qos('best_effort')),
         }
+        log_read_cap(self, topics['hard'], HardFrame)
+        log_read_cap(self, topics['labels'], CloudLabel)
         self.own_subs = set(topics.values())
         self.ready = False
         self.create_timer(0.1, self._tick)
@@ -274,7 +278,10 @@ def _json_default(o):
 
 def main(args: list[str] | None = None) -> int:
     code = 0
-    with ros_session(args) as made:
+    # Uploads and labels are capped at the transport as on the bridge, edges and trainer
+    # (laecips_core.dds; under their default names), before the DDS participant exists.
+    with dds.capped_process([ifc.HARD_FRAMES, ifc.CLOUD_LABELS], 'recorder'), \
+            ros_session(args) as made:
         node = None
         try:
             node = RecorderNode()

@@ -110,9 +110,7 @@ class Peer:
             up = self.uploads.get(robot)
             if up is None:
                 return False
-            from std_msgs.msg import Header
-            head = Header(stamp=up.header.stamp, frame_id=up.header.frame_id)
-            lab = CloudLabel(header=head, robot_id=robot, seq=up.seq, labeller='intruder')
+            lab = CloudLabel(header=up.header, robot_id=robot, seq=up.seq, labeller='intruder')
             lab.label.format = 'png'
             if kind == 'malformed_label':
                 lab.label.data = b'\x89PNG\r\n\x1a\n' + bytes(range(256)) * 4
