@@ -109,9 +109,17 @@ def test_an_oversize_hard_frame_costs_the_bridge_and_trainer_bounded_memory(proc
         # once it has taken in what the bridge passed on (a model and a training thread per
         # robot, 150-220 MiB when that overlapped the attack), so only the attack counts.
         wait_until(lambda: to_trainer.matched() > 0, 60.0, 'the raw writer matched the trainer')
-        # robot2's frame went out after the trainer was up (probe0's may have come too early).
-        wait_until(lambda: "new robot 'robot2'" in procs.log('trainer'), 60.0,
-                   "the trainer's model for robot2")
+        # Valid frames until the trainer has paired one (and built that robot's model): the
+        # bridge's earlier frames may have gone out before the trainer subscribed.
+        sent = []
+
+        def trainer_has_a_robot() -> bool:
+            if "new robot '" in procs.log('trainer'):
+                return True
+            sent.append(_frame('robot3', 10 + len(sent)))
+            pub.publish(sent[-1])
+            return False
+        wait_until(trainer_has_a_robot, 90.0, "the trainer's model for a robot", period=2.0)
         wait_until(_settled(trainer.pid), 60.0, "the trainer's memory settled", period=0.2)
         before = _rss(trainer.pid)
         with _Peak(trainer.pid) as peak:
