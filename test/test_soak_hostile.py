@@ -17,6 +17,7 @@ import json
 import sys
 
 from conftest import wait_until
+from laecips_tools.soak import full_at, growth, trainer_fill_labels
 
 
 def test_hostile_soak_short(procs, tmp_path):
@@ -42,3 +43,17 @@ def test_hostile_soak_short(procs, tmp_path):
     assert all(c['ok'] for c in a['checks'].values()), a['checks']
     assert a['every_attack_counted']
     assert p.returncode == 0
+
+
+def test_growth_counts_from_full_trainer_stores():
+    # 64 training pairs at a fifth held out need 80 labels; 48 validation pairs need 240.
+    assert trainer_fill_labels(['trainer.buffer_size=64', 'trainer.val_size=16']) == 80
+    assert trainer_fill_labels(['edge.buffer_size=1', 'trainer.val_size=48',
+                                'trainer.buffer_size=64']) == 240
+    assert trainer_fill_labels(['trainer.val_fraction=0.0', 'trainer.buffer_size=10']) == 10
+    labels = [(0.0, 0), (5.0, 150), (10.0, 320), (15.0, 400)]
+    assert full_at(labels, 320) == 10.0 and full_at(labels, 401) is None
+    # Filling stores before the growth window: no growth counted; after: counted.
+    rss = [(t, 1000 + (min(t, 60) * 10)) for t in range(0, 300, 5)]
+    assert growth(rss, 60.0)['growth_pct'] == 0.0
+    assert growth(rss, 0.0)['growth_pct'] > 5

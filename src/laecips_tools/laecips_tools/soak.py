@@ -9,7 +9,11 @@ at ``--rate`` Hz from this process, and samples every node's resident memory fro
 At the end it stops the cameras, waits until the edges' counters settle, and reports:
 
 - per process: RSS over time and its growth after warm-up (median of the first minute
-  after ``--warmup`` against the median of the last minute; goal < 5 %);
+  after warm-up against the median of the last minute; goal < 5 %). Warm-up lasts
+  ``--warmup`` minutes and at least until the cloud has labelled enough frames to fill the
+  trainer's bounded stores (``trainer_full_s``: each robot's replay buffer and validation
+  set, counted from the bridge's ``labels_out`` shared evenly among the robots): before
+  that the trainer's memory grows by design, up to the bound its parameters set;
 - per robot: frames published against frames_in = masks_out + skipped + rejected, with the
   uploads, ``no_cloud`` and labels; the bridge's drops; the trainer's weight pushes.
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 import signal
@@ -96,6 +101,26 @@ def growth(series: list[tuple[float, int]], warmup_s: float, window_s: float = 6
     a, b = statistics.median(first) / 1024, statistics.median(last) / 1024
     return {'start_mb': round(a, 1), 'end_mb': round(b, 1),
             'growth_pct': round(100 * (b - a) / a, 2)}
+
+
+def trainer_fill_labels(sets: list[str]) -> int:
+    """Cloud labels per robot after which the trainer's replay buffer and validation set are full."""
+    from laecips_cloud.trainer_node import TrainerNode
+    p = {k: TrainerNode.PARAMS[k][0] for k in ('buffer_size', 'val_size', 'val_fraction')}
+    for s in sets:  # the soak's own --set overrides, e.g. trainer.buffer_size=64
+        key, _, value = s.partition('=')
+        node, _, name = key.partition('.')
+        if node == 'trainer' and name in p:
+            p[name] = type(p[name])(value)
+    vf = p['val_fraction']  # every 1/vf-th pair is held out for validation
+    train = p['buffer_size'] / (1 - vf) if vf < 1 else math.inf
+    val = p['val_size'] / vf if vf > 0 else 0
+    return math.ceil(max(train, val))
+
+
+def full_at(labels: list[tuple[float, int]], need: int) -> float | None:
+    """Return the first time ``labels`` (time, labels_out) reached ``need``, None if never."""
+    return next((t for t, n in labels if n >= need), None)
 
 
 def frames(camvid: str | None, n: int = 24) -> list[np.ndarray]:
@@ -258,6 +283,7 @@ def run(args: argparse.Namespace) -> dict:
                           stdin=subprocess.DEVNULL)
     cams = Cameras(robots, frames(args.camvid))
     series: dict[str, list[tuple[float, int]]] = {}
+    labels: list[tuple[float, int]] = []  # (t, the bridge's labels_out)
     out: dict = {'robots': args.robots, 'rate_hz': args.rate, 'minutes': args.minutes,
                  'warmup_minutes': args.warmup, 'hostile': args.hostile,
                  'loadavg_start': os.getloadavg()}
@@ -298,6 +324,8 @@ def run(args: argparse.Namespace) -> dict:
                     kb = rss_kb(pid)
                     if kb is not None:
                         series.setdefault(name, []).append((round(now - t0, 1), kb))
+                c = cams.cloud
+                labels.append((round(now - t0, 1), int(c.labels_out) if c else 0))
                 next_sample += args.sample
             time.sleep(max(0.0, t0 + i / args.rate - time.monotonic()))
         out['published_per_robot'] = i
@@ -322,7 +350,13 @@ def run(args: argparse.Namespace) -> dict:
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
         cams.close()
-    warm = args.warmup * 60
+    need = trainer_fill_labels(args.set) * args.robots
+    full = full_at(labels, need)
+    warm = max(args.warmup * 60, full if full is not None else 0.0)
+    out['trainer_fill_labels'] = need
+    out['trainer_full_s'] = full  # None: the trainer's stores were still filling at the end
+    out['growth_from_s'] = warm
+    out['labels_out'] = labels
     out['processes'] = {n: {**growth(s, warm), 'rss_mb': [(t, round(kb / 1024, 1))
                                                            for t, kb in s]}
                         for n, s in series.items()}
@@ -414,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
-    summary = {k: v for k, v in out.items() if k != 'processes'}
+    summary = {k: v for k, v in out.items() if k not in ('processes', 'labels_out')}
     summary['growth_pct'] = {n: p['growth_pct'] for n, p in out['processes'].items()}
     print(json.dumps(summary, indent=1))
     ok = out.get('settled') and all(e['accounted'] for e in out['edges'].values())
