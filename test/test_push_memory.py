@@ -15,14 +15,16 @@ lands after both.
 
 The edge's reader of ``/laecips/cloud_labels`` is capped the same way (``CloudLabel`` is
 bounded, ~16 MiB): a 200 MiB label for one of its uploads is refused by DDS, and the next
-valid label of that upload still refines it.
+valid label of that upload still refines it. So is its reader of the bridge's
+``/laecips/stats_cloud`` (``CloudStats``, bounded strings; every edge reads it for
+back-pressure): a 200 MiB one is refused by DDS and the next valid one still applies.
 """
 
 import threading
 
 from conftest import wait_until
 import numpy as np
-from peers.raw_request import RawRequestWriter, RawWriter, oversize_request
+from peers.raw_request import RawRequestWriter, RawWriter, oversize_request, oversize_string
 from sensor_msgs.msg import Image
 from test_edge_bad_input import QOS, H, W, _label
 from test_edge_node import NS, Peer, _start
@@ -30,11 +32,12 @@ from test_edge_node import NS, Peer, _start
 from laecips_core import codecs, weights
 from laecips_core import interface as ifc
 from laecips_edge.factory import factory_weights
-from laecips_msgs.msg import CloudLabel
+from laecips_msgs.msg import CloudLabel, CloudStats
 from laecips_msgs.srv import UpdateWeights
 
 REQUEST_BYTES = 200 << 20
 LABEL_BYTES = 200 << 20
+STATS_BYTES = 200 << 20
 MAX_UPDATE_BYTES = 8 << 20
 # Growth allowed while the edge refuses both: the 9 MiB request reassembled, deserialised
 # and converted to Python (~3 copies) plus slack; the 200 MiB one alone grew it ~790 MiB.
@@ -78,7 +81,7 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
                   refine='replace')
     peer = Peer(rosnode)
     writer = RawRequestWriter(rosnode.node, UpdateWeights, f'{NS}/edge/update_weights')
-    labels = None
+    labels = stats = None
     try:
         # A first (small, unsigned: refused) call: the service, its threads and buffers warm.
         res = rosnode.call(peer.update, UpdateWeights.Request(version=2), timeout=90.0)
@@ -168,7 +171,37 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
         # Not counted: the label never reached the node (the first and last were taken).
         wait_until(lambda: peer.stats[-1].labels_in == 2, 30.0, 'two labels in the stats')
         assert peer.stats[-1].labels_rejected == 0
+
+        # --- a 200 MiB CloudStats (every edge reads the bridge's stats) --------------------
+        pub_stats = n.create_publisher(CloudStats, ifc.CLOUD_STATS, QOS)
+        stats = RawWriter(n, CloudStats, 'rt' + ifc.CLOUD_STATS)
+        rosnode.wait_for_subscribers(pub_stats)
+        wait_until(lambda: stats.matched() > 0, 30.0, 'the raw stats writer matched the edge')
+        pub_stats.publish(CloudStats(load=0.5))  # a first valid one: the reader is warm
+        cdr = oversize_string(CloudStats(labeller='x' * 16, overloaded=True, load=9.0),
+                              'labeller', STATS_BYTES)
+        refusals = procs.log('edge').count(DDS_REFUSAL)
+        before = _rss(edge.pid)
+        with _Peak(edge.pid) as peak:
+            stats.write(cdr)
+            del cdr
+            wait_until(lambda: procs.log('edge').count(DDS_REFUSAL) > refusals or
+                       'load 9.00' in procs.log('edge'), 90.0,
+                       'the 200 MiB CloudStats refused (or taken) by the edge')
+            dds_peak = peak.peak
+        print(f'edge RSS before the stats {before >> 20} MiB, peak with the '
+              f'{STATS_BYTES >> 20} MiB CloudStats {dds_peak >> 20} MiB')
+        assert 'load 9.00' not in procs.log('edge'), 'the oversize CloudStats was taken'
+        took = (dds_peak - before) >> 20
+        assert dds_peak - before < 8 << 20, f'the 200 MiB stats took {took} MiB'
+        # The next valid one still applies: the edge backs off on the cloud's overload.
+        pub_stats.publish(CloudStats(overloaded=True, load=2.5))
+        wait_until(lambda: 'cloud overloaded (load 2.50)' in procs.log('edge'), 30.0,
+                   'the edge backing off on the next valid CloudStats')
+        procs.assert_alive()
     finally:
         writer.close()
         if labels is not None:
             labels.close()
+        if stats is not None:
+            stats.close()

@@ -17,6 +17,7 @@ import json
 import sys
 
 from conftest import wait_until
+
 from laecips_tools.soak import full_at, growth, trainer_fill_labels
 
 

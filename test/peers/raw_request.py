@@ -65,6 +65,21 @@ def oversize_request(request, field: str, extra: int) -> bytes:
         cdr[at + len(mark):]
 
 
+def oversize_string(msg, field: str, extra: int) -> bytes:
+    """
+    Return ``msg`` serialized with ``extra`` more characters in its string ``field``.
+
+    ``field`` must hold ``'x' * 16`` (a marker found in the CDR: length 17 with the NUL);
+    ``extra`` a multiple of 8, so every later field keeps its CDR alignment.
+    """
+    assert extra % 8 == 0 and getattr(msg, field) == 'x' * 16
+    cdr = serialize_message(msg)
+    mark = struct.pack('<I', 17) + b'x' * 16 + b'\0'
+    at = cdr.index(mark)
+    return cdr[:at] + struct.pack('<I', 17 + extra) + b'x' * (16 + extra) + b'\0' + \
+        cdr[at + len(mark):]
+
+
 class RawWriter:
     """An rmw publisher of ``msg_type`` messages on the DDS topic ``topic`` (e.g. ``rt/x``)."""
 

@@ -66,6 +66,7 @@ LOG_BURST, LOG_RATE = 20, 2.0
 # max_pixels (4 Mpx), and 4 Mpx of mono8 is at most ~4 MiB as PNG.
 MAX_LABEL_BYTES = dds.msg_bound(FrameImage, 'data')
 MAX_LABELLER = dds.msg_bound(CloudLabel, 'labeller')
+MAX_DEVICE = dds.msg_bound(CloudStats, 'device')
 
 # name: (default, description)
 PARAMS = {
@@ -250,7 +251,8 @@ class BridgeNode(Node):
             self._last_counts = counts
         m = CloudStats()
         m.stamp = self.get_clock().now().to_msg()
-        m.labeller, m.device = self.labeller.name, str(self.labeller.device)
+        m.labeller = self.labeller.name[:MAX_LABELLER]
+        m.device = str(self.labeller.device)[:MAX_DEVICE]
         for k in ('frames_in', 'labels_out', 'rejected', 'bytes_in', 'bytes_out'):
             setattr(m, k, int(c.get(k, 0)))
         m.dropped_queue = int(counts['dropped'])

@@ -22,10 +22,11 @@ memory policy from XML only with ``RMW_FASTRTPS_USE_QOS_FROM_XML=1``, for the wh
 the profile then restates for every other endpoint what rmw_fastrtps sets itself otherwise
 (PREALLOCATED_WITH_REALLOC histories, data sharing off, its publication mode).
 
-The hard-frame readers of the bridge and the trainer, and the label readers of the edges and
-the trainer, are capped the same way (a bounded ``HardFrame``, ``CloudLabel``; rmw_fastrtps
-names a topic reader's profile by its ROS topic name, e.g. ``/laecips/hard_frames``, where a
-service's request reader goes by its DDS request topic, :func:`request_topic`): a peer's
+The hard-frame readers of the bridge and the trainer, the label readers of the edges and
+the trainer, and the edges' readers of the bridge's stats are capped the same way (bounded
+``HardFrame``, ``CloudLabel``, ``CloudStats``; rmw_fastrtps names a topic reader's profile
+by its ROS topic name, e.g. ``/laecips/hard_frames``, where a service's request reader goes
+by its DDS request topic, :func:`request_topic`): a peer's
 200 MiB hard frame grew a bridge by as much before its node refused it, a 200 MiB label an
 edge by over 330 MiB. A preallocated history reserves the type's bound per sample it holds
 (virtual memory; pages count as resident once a sample used them), so the worst a peer can

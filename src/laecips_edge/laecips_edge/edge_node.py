@@ -264,6 +264,7 @@ class EdgeNode(Node):
         if p['follow_cloud_load']:
             self.create_subscription(CloudStats, ifc.CLOUD_STATS, self._on_cloud_stats,
                                      qos(ifc.STATS))
+            log_read_cap(self, ifc.CLOUD_STATS, CloudStats)
         # An update (parse, check, build, persist) takes a few hundred ms: it runs on its own
         # thread and the service answers when it is done, so frames keep flowing meanwhile.
         self.updater = ThreadPoolExecutor(max_workers=1, thread_name_prefix='edge-update')
@@ -768,12 +769,13 @@ def _frame_id(msg, seq: int) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    # Cap update_weights requests and cloud labels at the transport
+    # Cap update_weights requests, cloud labels and the bridge's stats at the transport
     # (laecips_core.dds.capped_profile) before the node's DDS participant reads its profiles;
     # the node checks that it took.
     ns, name = dds.ros_names(sys.argv if args is None else args, 'edge')
     service = f'{ns.rstrip("/")}/{name}/{ifc.UPDATE_WEIGHTS.removeprefix("~/")}'
-    with dds.capped_process([dds.request_topic(service), ifc.CLOUD_LABELS], 'edge'):
+    with dds.capped_process([dds.request_topic(service), ifc.CLOUD_LABELS, ifc.CLOUD_STATS],
+                            'edge'):
         run_node(EdgeNode, args)
 
 

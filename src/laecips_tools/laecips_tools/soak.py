@@ -104,7 +104,7 @@ def growth(series: list[tuple[float, int]], warmup_s: float, window_s: float = 6
 
 
 def trainer_fill_labels(sets: list[str]) -> int:
-    """Cloud labels per robot after which the trainer's replay buffer and validation set are full."""
+    """Return the cloud labels per robot that fill the trainer's replay buffer and val set."""
     from laecips_cloud.trainer_node import TrainerNode
     p = {k: TrainerNode.PARAMS[k][0] for k in ('buffer_size', 'val_size', 'val_fraction')}
     for s in sets:  # the soak's own --set overrides, e.g. trainer.buffer_size=64
