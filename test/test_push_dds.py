@@ -6,9 +6,11 @@ Compact and replay-proof pushes over DDS: an edge process and a peer calling upd
 Deltas over the base the edge holds are applied and its digest answered; a delta over
 another base is refused and the full push then succeeds; a corrupt delta changes nothing;
 a captured policy-only push cannot be replayed, neither at once nor after the edge restarts
-(the last policy version is kept in its state_dir).
+(the last policy version is kept in its state_dir); a signed policy with an infinite or
+out-of-range value is refused and the active one kept.
 """
 
+import math
 import time
 
 from conftest import wait_until
@@ -89,8 +91,17 @@ def test_delta_pushes_and_policy_replays_over_dds(procs, rosnode, tmp_path):
     assert res.accepted and res.active_policy_version == pv, res.reason
     res = call(captured)
     assert not res.accepted and 'replayed' in res.reason and res.active_policy_version == pv
+    # Signed and newer, but with a value out of its range (#17 defect 4: threshold=inf
+    # stopped uploads, explore=inf uploaded every frame): refused, the policy kept.
+    for keys, values in ((['easy', 'p'], [math.inf, 0.9]),
+                         (['easy', 'p', 'explore'], [0.6, 0.9, math.inf])):
+        res = call(_signed(UpdateWeights.Request(
+            version=3, policy=PolicyMsg(rule='fixed', keys=keys, values=values),
+            policy_version=pv + 1)))
+        assert not res.accepted and 'outside' in res.reason, res.reason
+        assert res.active_policy_version == pv
     wait_until(lambda: peer.stats and peer.stats[-1].updates_accepted == 3
-               and peer.stats[-1].updates_rejected == 4, 30.0, 'updates counted')
+               and peer.stats[-1].updates_rejected == 6, 30.0, 'updates counted')
     assert list(peer.stats[-1].policy.values) == [0.6, 0.9]
 
     # Restarted (same state_dir): the replay is still refused, the pushed base is still held.
