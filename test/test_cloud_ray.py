@@ -245,6 +245,9 @@ def test_bridge_ray_two_replicas_two_robots_and_a_replica_killed(local_ray, proc
     wait_until(lambda: {m.seq for m in list(labels2)} >= set(range(10)), 60.0,
                'the second shard answered')
     assert 'using the running Serve application' in procs.log('bridge2')
+    # Its remapped hard-frame topic is capped at the transport like the default one.
+    assert f"{shard}hard_frames: a HardFrame over its type's bound is dropped" in \
+        procs.log('bridge2')
     assert _replica_names() == replicas  # the same replicas, not a second deployment
     assert not any(m.robot_id == 'robot3' for m in list(labels))  # shards stay apart
     # The bridges let Ray go when they stop: no error on the way out.

@@ -97,3 +97,22 @@ def test_ros_names_follow_remap_rules():
     assert dds.request_topic('/robot1/edge/update_weights') == \
         'rq/robot1/edge/update_weightsRequest'
     assert not dds.capped('rq/a', {dds.CAPPED_VAR: 'rq/a'})  # QoS not taken from XML
+
+
+def test_remapped_topics_follow_remap_rules():
+    shard = ['bridge', '--ros-args', '-r', '/laecips/hard_frames:=/shard2/laecips/hard_frames',
+             '-r', '__node:=cloud_bridge2']
+    assert dds.remapped(shard, 'cloud_bridge', '/laecips/hard_frames') == \
+        '/shard2/laecips/hard_frames'
+    assert dds.remapped(shard, 'cloud_bridge', '/laecips/cloud_labels') == \
+        '/laecips/cloud_labels'
+    # Node-specific rules, relative names expanded in the node's namespace, first rule wins.
+    argv = ['edge', '--ros-args', '-r', '__ns:=/robot1', '-r', 'other:/a:=/b',
+            '-r', 'edge:/a:=c', '-r', '/a:=/d', '-r', '~/x:=y']
+    assert dds.remapped(argv, 'edge', '/a') == '/robot1/c'
+    assert dds.remapped(argv, 'other', '/a') == '/b'
+    assert dds.remapped(argv, 'third', '/a') == '/d'
+    assert dds.remapped(argv, 'edge', '~/x') == '/robot1/y'
+    assert dds.remapped(['edge', '-r', '/a:=/ignored'], 'edge', '/a') == '/a'  # no --ros-args
+    renamed = ['edge', '--ros-args', '-r', '__node:=e2', '-r', 'e2:/a:=/e', '-r', 'edge:/a:=/f']
+    assert dds.remapped(renamed, 'edge', '/a') == '/e'

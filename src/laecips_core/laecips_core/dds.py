@@ -95,14 +95,8 @@ def request_topic(service: str) -> str:
     return f'rq{service}Request'
 
 
-def ros_names(argv: list[str], name: str, namespace: str = '/') -> tuple[str, str]:
-    """
-    Return a node's (namespace, name) after the remap rules in ``argv``.
-
-    The profile must name the request topic before the node (and its DDS participant, which
-    reads the profiles) exists, so the ``-r [node:]__ns:=`` / ``__node:=`` rules of the
-    ``--ros-args`` sections are read here the way rcl reads them.
-    """
+def _remap_rules(argv: list[str]) -> list[str]:
+    """Return the ``-r``/``--remap`` rules of the ``--ros-args`` sections of ``argv``."""
     rules, in_ros, it = [], False, iter(argv)
     for arg in it:
         if arg == '--ros-args':
@@ -111,6 +105,18 @@ def ros_names(argv: list[str], name: str, namespace: str = '/') -> tuple[str, st
             in_ros = False
         elif in_ros and arg in ('-r', '--remap'):
             rules.append(next(it, ''))
+    return rules
+
+
+def ros_names(argv: list[str], name: str, namespace: str = '/') -> tuple[str, str]:
+    """
+    Return a node's (namespace, name) after the remap rules in ``argv``.
+
+    The profile must name the request topic before the node (and its DDS participant, which
+    reads the profiles) exists, so the ``-r [node:]__ns:=`` / ``__node:=`` rules of the
+    ``--ros-args`` sections are read here the way rcl reads them.
+    """
+    rules = _remap_rules(argv)
     new_name, new_ns = name, namespace
     for rule in rules:
         target, sep, value = rule.partition(':=')
@@ -125,6 +131,41 @@ def ros_names(argv: list[str], name: str, namespace: str = '/') -> tuple[str, st
         elif target == '__ns':
             new_ns = value if value.startswith('/') else '/' + value
     return new_ns, new_name
+
+
+def _expand(topic: str, namespace: str, name: str) -> str:
+    """Return ``topic`` as a fully qualified name for a node ``name`` in ``namespace``."""
+    base = namespace.rstrip('/')
+    if topic.startswith('/'):
+        return topic
+    if topic == '~' or topic.startswith('~/'):
+        return f'{base}/{name}{topic[1:]}'
+    return f'{base}/{topic}'
+
+
+def remapped(argv: list[str], name: str, topic: str, namespace: str = '/') -> str:
+    """
+    Return the name the node ``name`` will use for ``topic`` after the rules in ``argv``.
+
+    A capped reader's profile is looked up by the topic's final name, so a node whose topic
+    is remapped (e.g. one bridge per shard of robots, ``-r /laecips/hard_frames:=/shard2/...``)
+    must name the remapped topic. Read as rcl does: node-specific rules (``node:from:=to``,
+    matched against the node's name after ``__node``) and global ones, both sides expanded
+    in the node's namespace, the first matching rule wins.
+    """
+    ns, node = ros_names(argv, name, namespace)
+    full = _expand(topic, ns, node)
+    for rule in _remap_rules(argv):
+        target, sep, value = rule.partition(':=')
+        if ':' in target:  # node:from:=to, for the node's final name (as rcl resolves)
+            only, _, target = target.partition(':')
+            if only != node:
+                continue
+        if not sep or target.startswith('__'):  # __ns, __node: ros_names
+            continue
+        if _expand(target, ns, node) == full:
+            return _expand(value, ns, node)
+    return full
 
 
 def _child(parent: ET.Element, tag: str) -> ET.Element:

@@ -772,10 +772,11 @@ def main(args: list[str] | None = None) -> None:
     # Cap update_weights requests, cloud labels and the bridge's stats at the transport
     # (laecips_core.dds.capped_profile) before the node's DDS participant reads its profiles;
     # the node checks that it took.
-    ns, name = dds.ros_names(sys.argv if args is None else args, 'edge')
+    argv = sys.argv if args is None else args
+    ns, name = dds.ros_names(argv, 'edge')
     service = f'{ns.rstrip("/")}/{name}/{ifc.UPDATE_WEIGHTS.removeprefix("~/")}'
-    with dds.capped_process([dds.request_topic(service), ifc.CLOUD_LABELS, ifc.CLOUD_STATS],
-                            'edge'):
+    topics = [dds.remapped(argv, 'edge', t) for t in (ifc.CLOUD_LABELS, ifc.CLOUD_STATS)]
+    with dds.capped_process([dds.request_topic(service), *topics], 'edge'):
         run_node(EdgeNode, args)
 
 

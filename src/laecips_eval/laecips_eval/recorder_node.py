@@ -279,8 +279,10 @@ def _json_default(o):
 def main(args: list[str] | None = None) -> int:
     code = 0
     # Uploads and labels are capped at the transport as on the bridge, edges and trainer
-    # (laecips_core.dds; under their default names), before the DDS participant exists.
-    with dds.capped_process([ifc.HARD_FRAMES, ifc.CLOUD_LABELS], 'recorder'), \
+    # (laecips_core.dds; under their remapped names), before the DDS participant exists.
+    argv = sys.argv if args is None else args
+    with dds.capped_process([dds.remapped(argv, 'eval_recorder', t)
+                             for t in (ifc.HARD_FRAMES, ifc.CLOUD_LABELS)], 'recorder'), \
             ros_session(args) as made:
         node = None
         try:

@@ -104,7 +104,7 @@ def log_read_cap(node: Node, topic: str, msg_type: type) -> None:
     """Log whether DDS caps the ``msg_type`` messages ``node`` reads on ``topic`` (dds)."""
     name, kind = node.resolve_topic_name(topic), msg_type.__name__
     if dds.capped(name):
-        node.get_logger().info(f"{topic}: a {kind} over its type's bound is dropped by DDS "
+        node.get_logger().info(f"{name}: a {kind} over its type's bound is dropped by DDS "
                                'before it takes memory')
     else:  # e.g. main() not used: a message is then reassembled whatever its size
         node.get_logger().warning(f'{topic}: no Fast DDS cap on {name}: an oversize {kind} is '
