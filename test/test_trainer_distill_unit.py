@@ -135,3 +135,44 @@ def test_a_frozen_part_is_bit_identical_and_leaves_the_delta_push():
     assert sizes['decoder'] < 0.05 * full < 0.15 * full < sizes['all']
     with pytest.raises(ValueError, match='train_params'):
         Distiller(state, _meta(), DistillConfig(train_params='decoder,encoder'))
+
+
+def _soft(lab: np.ndarray, stride: int = 8, classes: int = 11) -> np.ndarray:
+    """Class probabilities (uint8) of a label map on a grid ``stride`` times coarser."""
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(lab).long().clamp(max=classes),
+                                         classes + 1)[..., :classes].permute(2, 0, 1).float()
+    coarse = torch.nn.functional.avg_pool2d(onehot[None], stride)[0]
+    return (coarse * 255).round().to(torch.uint8).numpy()
+
+
+def test_soft_targets_follow_the_geometry_and_drive_the_loss():
+    torch.manual_seed(2)
+    rng = np.random.default_rng(2)
+    pairs = [_pair(rng) for _ in range(12)]
+    # Hard labels that say road everywhere; soft targets with the true layout.
+    cfg = DistillConfig(lr=5e-3, batch=4, steps_per_round=1, min_frames=4, val_fraction=0.0,
+                        seed=2, train_params='all', class_balance=False, soft_weight=1.0)
+    d = Distiller(models.create('fastscnn', 11).state_dict(), _meta(), cfg)
+    for i, (rgb, lab) in enumerate(pairs):
+        d.add(rgb, np.full_like(lab, 3), seq=i, soft=_soft(lab))
+    # Zoom, crop and flip move the soft targets with the image: their argmax is the layout.
+    sample = d.buffer.items()[:4]
+    x, y, wt, soft = d._batch(sample)
+    assert soft is not None and soft.shape == (4, 11, *SIZE)
+    assert (y == 3).all()  # the hard labels
+    assert set(soft.argmax(1).unique().tolist()) >= {0, 3, 8}
+    d.train_steps(80)
+    truth = [lab for _, lab in pairs]
+    model = d.build(d.model.state_dict())
+    with torch.no_grad():
+        pred = [p for p in d.predict(model, [r for r, _ in pairs])[0]]
+    acc = np.mean([(p == resize(t)).mean() for p, t in zip(pred, truth)])
+    # Trained on the soft targets alone (weight 1): the layout, not "road everywhere".
+    assert acc > 0.8, acc
+    with pytest.raises(ValueError, match='soft targets'):
+        d.add(*pairs[0], soft=np.zeros((3, 4, 4), np.uint8))
+
+
+def resize(lab: np.ndarray) -> np.ndarray:
+    from laecips_cloud.distill import resize_label
+    return resize_label(lab, SIZE)

@@ -112,6 +112,9 @@ class Pair:
     # How far each pixel's cloud label can be trusted: the labeller's calibrated confidence
     # (uint8, 255 = 1.0) at the stored size; None = fully (a label without confidence).
     weight: np.ndarray | None = None
+    # The labeller's class probabilities (CxhxW uint8, 255 = 1.0), at a size of its own (a
+    # coarse grid is enough: they are smooth); None = a hard label only.
+    soft: np.ndarray | None = None
 
 
 class ReplayBuffer:
@@ -199,6 +202,9 @@ class DistillConfig:
     # decoder with every BatchNorm's statistics is 3.7 % of a full push as an int8 delta
     # (training everything: 21.8 %) and leaves the edge at 41.3 dusk mIoU (everything: 40.4).
     train_params: str = 'decoder,stats'
+    # Share of the loss taken from the labeller's class probabilities (soft targets, kept in
+    # the cloud) on the pairs that carry them; the rest from its hard labels. 0: hard only.
+    soft_weight: float = 0.0
 
 
 @dataclass
@@ -296,15 +302,20 @@ class Distiller:
     # ---- data ---------------------------------------------------------------------------
     def add(self, rgb: np.ndarray, label: np.ndarray, seq: int = 0,
             features: np.ndarray | None = None, propensity: float = 1.0,
-            confidence: np.ndarray | None = None) -> str:
+            confidence: np.ndarray | None = None, soft: np.ndarray | None = None) -> str:
         """
         Store one (frame, cloud label) pair; return 'train' or 'val' (where it went).
 
         ``confidence``: the label's calibrated per-pixel confidence (HxW float in [0, 1]),
-        which weighs its pixels in training; None weighs every pixel 1.
+        which weighs its pixels in training; None weighs every pixel 1. ``soft``: the
+        labeller's class probabilities (CxhxW, uint8 with 255 = 1.0, any h and w).
         """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or label.shape != rgb.shape[:2]:
             raise ValueError(f'frame {rgb.shape} and label {label.shape} do not match')
+        if soft is not None and (soft.ndim != 3 or soft.shape[0] != self.num_classes
+                                 or soft.dtype != np.uint8):
+            raise ValueError(f'soft targets {soft.shape} {soft.dtype} are not '
+                             f'{self.num_classes}xHxW uint8')
         with self._lock:
             # Every k-th pair is held out: deterministic, and spread over time like the data.
             k = round(1 / self.cfg.val_fraction) if self.cfg.val_fraction > 0 else 0
@@ -317,7 +328,8 @@ class Distiller:
                                   .astype(np.uint8), size)
         pair = Pair(resize_rgb(rgb, size), resize_label(label, size), int(seq),
                     None if features is None else np.asarray(features, np.float64),
-                    float(propensity), weight=weight)
+                    float(propensity), weight=weight,
+                    soft=None if soft is None else np.array(soft))
         with self._lock:
             self._added.append(('val' if to_val else 'train', pair))
             if to_val:
@@ -367,15 +379,29 @@ class Distiller:
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self._mean) / self._std
 
-    def _batch(self, pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Random zoom + crop to the input size, horizontal flip and colour jitter."""
+    def _batch(self, pairs: list[Pair]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """
+        Random zoom + crop to the input size, horizontal flip and colour jitter.
+
+        Return normalised images, labels, pixel weights and, when a pair carries soft
+        targets and soft_weight > 0, the class probabilities (B, C, h, w; rows of pairs
+        without them are 0).
+        """
         h, w = self.size
+        c = self.num_classes
+        use_soft = self.cfg.soft_weight > 0 and any(p.soft is not None for p in pairs)
         xs, ys = [], []
         for p in pairs:
             x = torch.from_numpy(p.rgb).permute(2, 0, 1)[None].float().div_(255)
-            # Label and pixel weight travel together through every geometric step.
+            # Label, pixel weight and soft targets travel together through every step.
             wt = (np.full(p.label.shape, 255, np.uint8) if p.weight is None else p.weight)
             y = torch.from_numpy(np.stack([p.label, wt]))[None].float()
+            if use_soft:
+                soft = (torch.zeros(1, c, *p.label.shape) if p.soft is None else F.interpolate(
+                    torch.from_numpy(p.soft)[None].float(), p.label.shape, mode='bilinear',
+                    align_corners=False))
+                y = torch.cat([y, soft], 1)
             s = float(self._rng.uniform(*self.cfg.scale))
             hw = (max(h, round(h * s)), max(w, round(w * s)))
             if hw != tuple(x.shape[-2:]):
@@ -391,7 +417,8 @@ class Distiller:
         yw = torch.cat(ys)
         y, wt = yw[:, 0].long(), yw[:, 1] / 255.0
         y[(y == _NO_LABEL) | (y >= self.num_classes)] = self.void
-        return self._normalise(torch.cat(xs)), y, wt
+        soft = yw[:, 2:] / 255.0 if use_soft else None
+        return self._normalise(torch.cat(xs)), y, wt, soft
 
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
         j = self.cfg.jitter
@@ -436,7 +463,7 @@ class Distiller:
                     break
                 n_re = len(self.rehearsal)
                 pairs += [self.rehearsal[i] for i in self._rng.choice(n_re, k, replace=n_re < k)]
-                x, y, wt = self._batch(pairs)
+                x, y, wt, soft = self._batch(pairs)
                 logits = models.upsample(self.model(x), self.size)
                 cw = self.class_weights()
                 per_px = F.cross_entropy(logits, y, weight=cw, ignore_index=self.void,
@@ -447,6 +474,8 @@ class Distiller:
                 norm = (valid * (cw[y.clamp(max=self.num_classes - 1)] if cw is not None
                                  else 1.0)).sum()
                 loss = (per_px * wt).sum() / norm if norm > 0 else per_px.sum() * math.nan
+                if soft is not None:
+                    loss = self._with_soft(loss, logits, soft, wt, cw)
                 if not torch.isfinite(loss):
                     continue  # an all-void batch; nothing to learn from
                 self._opt.zero_grad(set_to_none=True)
@@ -455,6 +484,22 @@ class Distiller:
                 losses.append(loss.item())
                 self.steps += 1
         return float(np.mean(losses)) if losses else math.nan
+
+    def _with_soft(self, hard: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor,
+                   wt: torch.Tensor, cw: torch.Tensor | None) -> torch.Tensor:
+        """Blend the hard-label loss with cross-entropy to the labeller's probabilities."""
+        # Where the labeller was unsure its probabilities say what else it saw: the student
+        # learns the ranking, not just the argmax (pixels of pairs without soft targets: 0).
+        has = soft.sum(1) > 0.5
+        px = wt * has.float()
+        if cw is not None:  # class balance by the labeller's most likely class, as above
+            px = px * cw[soft.argmax(1)]
+        norm = px.sum()
+        if norm <= 0:
+            return hard
+        ce = -(soft * F.log_softmax(logits, 1)).sum(1)
+        a = self.cfg.soft_weight
+        return (1 - a) * hard + a * (ce * px).sum() / norm
 
     # ---- evaluation ---------------------------------------------------------------------
     def build(self, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -78,10 +78,10 @@ def cloud_labels(lab: labellers.Labeller, rgbs: list[np.ndarray], batch: int = 4
 
 
 def offline(dist: Distiller, rgbs: list[np.ndarray], labels: list[np.ndarray], steps: int,
-            log, probe=None) -> dict:
+            log, probe=None, soft: list[np.ndarray] | None = None) -> dict:
     """Give every pair to the distiller, train ``steps`` steps, commit passing rounds."""
     for i, (r, y) in enumerate(zip(rgbs, labels)):
-        dist.add(r, y, seq=i)
+        dist.add(r, y, seq=i, soft=None if soft is None else soft[i])
     rounds, done = [], 0
     while done < steps:
         n = min(dist.cfg.steps_per_round, steps - done)
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
     ap.add_argument('--no-class-balance', action='store_true')
+    ap.add_argument('--soft-weight', type=float, default=DistillConfig.soft_weight,
+                    help="offline: share of the loss from the labeller's probabilities")
     ap.add_argument('--probe', action='store_true',
                     help='offline: score the student on the scoring frames every round '
                          '(a diagnostic learning curve; selection never sees it)')
@@ -209,12 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = DistillConfig(lr=args.lr, batch=args.batch, steps_per_round=args.steps_per_round,
                         val_fraction=args.val_fraction, gate_margin=args.gate_margin,
                         min_frames=4, seed=args.seed,
-                        class_balance=not args.no_class_balance)
+                        class_balance=not args.no_class_balance,
+                        soft_weight=args.soft_weight)
     dist = Distiller(state, meta, cfg)
     t_train = time.monotonic()
     if args.mode == 'offline':
         probe = (lambda sd: score(edge_masks(sd, meta, t_rgb)[0], t_gt)) if args.probe else None
-        run = offline(dist, a_rgb, a_cloud, args.steps, log, probe)
+        soft = lab.probabilities(a_rgb) if args.soft_weight > 0 else None
+        run = offline(dist, a_rgb, a_cloud, args.steps, log, probe, soft)
     else:
         stream = [('dusk_adapt', r) for r in a_rgb] + [('dusk', r) for r in t_rgb]
         if args.day:
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         'torch_threads': torch.get_num_threads(),
         'config': {k: getattr(args, k) for k in ('steps', 'steps_per_round', 'lr', 'batch',
                                                   'val_fraction', 'gate_margin', 'seed',
-                                                  'no_class_balance')},
+                                                  'no_class_balance', 'soft_weight')},
         **run}
     print(json.dumps(report, indent=1))
     return 0

@@ -110,6 +110,24 @@ class LogitLabeller(Labeller):
               edge_labels: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
         return [lab for lab, _ in self.label_with_confidence(images, edge_labels)]
 
+    def probabilities(self, images: Sequence[np.ndarray], stride: int = 8
+                      ) -> list[np.ndarray]:
+        """
+        Return each image's class probabilities on a grid ``stride`` times coarser.
+
+        CxhxW uint8 (255 = 1.0): soft targets for the trainer, which stay in the cloud.
+        """
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+        out = []
+        with torch.inference_mode():
+            for im in images:
+                prob = self.logits_for([im]).float().softmax(1)
+                h, w = (max(1, round(v / stride)) for v in im.shape[:2])
+                prob = F.interpolate(prob, (h, w), mode='area')[0]
+                out.append((prob * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy())
+        return out
+
 
 def resolve_device(device: str | None = 'auto') -> str:
     """Map 'auto' (or '' / None) to 'cuda' when a GPU is visible, else 'cpu'."""
