@@ -75,6 +75,37 @@ class _Peak:
         self.peak = max(self.peak, _rss(self.pid))
 
 
+class _Attack(_Peak):
+    """
+    Write one raw oversize message to the edge and sample its memory until the block ends.
+
+    On entry: ``before`` (RSS), the message written, and a wait until DDS refuses it (a new
+    Fast DDS line in the edge's log) or the node shows it took it (``taken`` in the log);
+    ``dds_peak`` is the peak up to then.
+    """
+
+    def __init__(self, procs, pid: int, writer: RawWriter, cdr: bytes, taken: str,
+                 what: str):
+        super().__init__(pid)
+        self.procs, self.writer, self.cdr, self.taken, self.what = \
+            procs, writer, cdr, taken, what
+
+    def __enter__(self):
+        log = lambda: self.procs.log('edge')  # noqa: E731
+        self.refusals, self.before = log().count(DDS_REFUSAL), _rss(self.pid)
+        super().__enter__()
+        self.writer.write(self.cdr)
+        self.cdr = None
+        wait_until(lambda: log().count(DDS_REFUSAL) > self.refusals or self.taken in log(),
+                   90.0, self.what)
+        self.dds_peak = self.peak
+        return self
+
+    def refused(self) -> bool:
+        """Return True if DDS refused the message (its line is in the edge's log)."""
+        return self.procs.log('edge').count(DDS_REFUSAL) > self.refusals
+
+
 def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosnode, tmp_path):
     # policy always: the label part needs uploads; refine=replace: the refined mask is the label.
     edge = _start(procs, tmp_path / 'state', rule='always', max_update_bytes=MAX_UPDATE_BYTES,
@@ -142,17 +173,11 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
         wait_until(lambda: labels.matched() > 0, 30.0, 'the raw label writer matched the edge')
         hostile = _label(second, ok[1], key=None)
         hostile.label.data = b'\xab' * 16
-        cdr = oversize_request(hostile, 'label.data', LABEL_BYTES)
-        refusals = procs.log('edge').count(DDS_REFUSAL)
-        before = _rss(edge.pid)
-        with _Peak(edge.pid) as peak:
-            labels.write(cdr)
-            del cdr
-            # Refused by DDS (capped), or else taken whole and refused by the node (unsigned).
-            wait_until(lambda: procs.log('edge').count(DDS_REFUSAL) > refusals or
-                       'unsigned label' in procs.log('edge'), 90.0,
-                       "the 200 MiB label's refusal in the edge's log")
-            dds_peak = peak.peak
+        # Refused by DDS (capped), or else taken whole and refused by the node (unsigned).
+        with _Attack(procs, edge.pid, labels,
+                     oversize_request(hostile, 'label.data', LABEL_BYTES), 'unsigned label',
+                     "the 200 MiB label's refusal in the edge's log") as peak:
+            before, dds_peak = peak.before, peak.dds_peak
             # The upload it named is still waiting: its valid label refines it.
             pub_label.publish(_label(second, ok[1]))
             wait_until(lambda: len(refined) == 2, 30.0, 'the next valid label refined')
@@ -163,7 +188,7 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
               f'{peak.peak >> 20} MiB (peak), {after >> 20} MiB')
         took = (dds_peak - before) >> 20
         assert dds_peak - before < 8 << 20, f'the 200 MiB label took {took} MiB'
-        assert procs.log('edge').count(DDS_REFUSAL) > refusals
+        assert peak.refused()
         assert peak.peak - before < BOUND and after - before < BOUND, \
             f'grew {(peak.peak - before) >> 20} MiB'
         assert (codecs.image_to_array(refined[1]) == ok[1]).all()
@@ -180,18 +205,13 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
         pub_stats.publish(CloudStats(load=0.5))  # a first valid one: the reader is warm
         cdr = oversize_string(CloudStats(labeller='x' * 16, overloaded=True, load=9.0),
                               'labeller', STATS_BYTES)
-        refusals = procs.log('edge').count(DDS_REFUSAL)
-        before = _rss(edge.pid)
-        with _Peak(edge.pid) as peak:
-            stats.write(cdr)
+        with _Attack(procs, edge.pid, stats, cdr, 'load 9.00',
+                     'the 200 MiB CloudStats refused (or taken) by the edge') as peak:
             del cdr
-            wait_until(lambda: procs.log('edge').count(DDS_REFUSAL) > refusals or
-                       'load 9.00' in procs.log('edge'), 90.0,
-                       'the 200 MiB CloudStats refused (or taken) by the edge')
-            dds_peak = peak.peak
+        before, dds_peak = peak.before, peak.dds_peak
         print(f'edge RSS before the stats {before >> 20} MiB, peak with the '
               f'{STATS_BYTES >> 20} MiB CloudStats {dds_peak >> 20} MiB')
-        assert 'load 9.00' not in procs.log('edge'), 'the oversize CloudStats was taken'
+        assert peak.refused() and 'load 9.00' not in procs.log('edge'), 'the stats were taken'
         took = (dds_peak - before) >> 20
         assert dds_peak - before < 8 << 20, f'the 200 MiB stats took {took} MiB'
         # The next valid one still applies: the edge backs off on the cloud's overload.
