@@ -31,7 +31,7 @@ from laecips_core.frame_check import (
     check_robot_id,
     decode_hard_frame,
 )
-from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame
+from laecips_msgs.msg import CloudLabel, CloudStats, HardFrame, SoftTargets
 
 QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 H, W = 72, 96
@@ -83,9 +83,10 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
     procs.node('bridge', 'laecips_cloud.bridge_node', params={
         'labeller': 'torchscript', 'weights': str(_model(tmp_path)), 'device': 'cpu',
         'max_batch': 4, 'max_wait_ms': 30.0, 'queue_size': 64, 'stats_period': 0.2,
-        'torch_threads': 1, 'max_payload_bytes': 100_000, 'qos_depth': 64})
+        'torch_threads': 1, 'max_payload_bytes': 100_000, 'qos_depth': 64,
+        'soft_targets': True})
     lock = threading.Lock()
-    labels, stats = [], []
+    labels, stats, copies = [], [], []
 
     def keep(bucket):
         def cb(m):
@@ -97,6 +98,7 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
     pub = n.create_publisher(HardFrame, '/laecips/hard_frames', QOS)
     n.create_subscription(CloudLabel, '/laecips/cloud_labels', keep(labels), QOS)
     n.create_subscription(CloudStats, '/laecips/stats_cloud', keep(stats), QOS)
+    n.create_subscription(HardFrame, '/laecips/cloud/frames', keep(copies), QOS)
     rosnode.wait_for_subscribers(pub, timeout=60.0)
     rosnode.wait_for_publishers('/laecips/cloud_labels', timeout=60.0)
     # Discovery matches each direction on its own: until the bridge's label writer has
@@ -117,6 +119,8 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
     for seq in range(6):
         for robot in ('robot1', 'robot2'):
             m = _frame(robot, seq)
+            if seq == 0:  # an edge's own "soft targets" never reach the trainer
+                m.soft = SoftTargets(classes=11, height=1, width=1, data=bytes(11))
             sent[(robot, seq)] = m
             pub.publish(m)
 
@@ -135,6 +139,18 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
         ids = codecs.compressed_to_label(lab.label)
         assert ids.shape == (H, W) and ids.max() < 11
         assert lab.queue_time >= 0.0 and lab.processing_time > 0.0
+    # The trainer's copy of each frame carries the labeller's probabilities (soft_targets),
+    # never the edge's: 11 classes on a grid 8x coarser, each cell's summing to 1 (255, give
+    # or take rounding).
+    wait_until(lambda: len({(m.robot_id, m.seq) for m in copies} & set(sent)) == len(sent),
+               30.0, "the trainer's copy of each frame")
+    for m in copies:
+        if (m.robot_id, m.seq) not in sent:
+            continue
+        st = m.soft
+        assert (st.classes, st.height, st.width) == (11, 9, 12), st
+        prob = np.frombuffer(bytes(st.data), np.uint8).reshape(11, 9, 12).astype(int)
+        assert np.abs(prob.sum(0) - 255).max() <= 6
 
     # Bad payloads are each counted, skipped and logged on one line; the node lives on.
     jpeg = bytes(_frame('robot1', 0).image.data)

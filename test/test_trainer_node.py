@@ -19,6 +19,7 @@ import threading
 import time
 
 from conftest import wait_until
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from PIL import Image as PILImage
 import pytest
@@ -28,7 +29,7 @@ from sensor_msgs.msg import Image
 
 from laecips_core import camvid as cv
 from laecips_core import codecs, signing, weights
-from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame, WeightPush
+from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame, SoftTargets, WeightPush
 from laecips_msgs.srv import UpdateWeights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +60,10 @@ def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, r
         'steps_per_round': 1, 'batch': 2, 'val_fraction': 0.25, 'num_threads': 1,
         'service_pattern': '/{robot_id}/fake_edge/update_weights', 'call_timeout': 3.0,
         'retry_initial': 0.5, 'retry_max': 2.0, 'max_attempts': 20,
-        'push_encoding': 'full', 'push_bytes_per_point': 0.0,
+        'push_encoding': 'full', 'push_bytes_per_point': 0.0, 'soft_weight': 0.5,
         'hmac_key_file': str(tmp_path / 'key')})
+    diags = []
+    rosnode.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
     node = rosnode.node
     # This test plays the bridge: labelled frames reach the trainer on the cloud-side topic.
     pub_f = node.create_publisher(HardFrame, '/laecips/cloud/frames', rel)
@@ -74,6 +77,13 @@ def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, r
         rgb, lab = _synthetic(rng)
         hf = HardFrame(robot_id='robotx', seq=seq, features=[0.5, 0.4, 0.3], model_version=1)
         codecs.encode_compressed(rgb, hf.image, 'jpeg')
+        # The bridge's soft targets (laecips_msgs/SoftTargets) on every other frame; one
+        # malformed (its data does not fill the grid) is ignored and the pair kept.
+        soft = np.zeros((11, 15, 20), np.uint8)
+        soft[lab[::8, ::8], np.arange(15)[:, None], np.arange(20)] = 255
+        if seq % 2 == 0:
+            hf.soft = SoftTargets(classes=11, height=15, width=20,
+                                  data=soft.tobytes()[:None if seq else 100])
         cl = CloudLabel(robot_id='robotx', seq=seq, labeller='test')
         codecs.encode_compressed(lab, cl.label, 'png')
         cl.signature = signing.sign_label(b'trainer-test-key', cl)  # the trainer verifies
@@ -129,6 +139,18 @@ def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, r
     with pytest.raises(signing.SigningError):
         signing.verify_request(b'trainer-test-key', req, 'roboty')
     assert push.frames_seen == 10 and push.steps >= 1
+    # 4 of the 5 soft targets were used, the malformed one ignored with a warning.
+    assert procs.log('trainer').count('soft targets of') == 1
+
+    def soft_count():
+        for arr in list(diags):
+            for st in arr.status:
+                if 'trainer' in st.name:
+                    vals = {kv.key: kv.value for kv in st.values}
+                    if vals.get('pairs') == '10':
+                        return vals.get('soft')
+        return None
+    assert wait_until(soft_count, 30, 'the trainer diagnostics after 10 pairs') == '4'
     procs.assert_alive()
 
 

@@ -44,7 +44,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 
 from laecips_cloud import ray_backend
-from laecips_cloud.labellers import Labeller, create, resolve_device
+from laecips_cloud.labellers import SOFT_STRIDE, Labeller, LogitLabeller, create, resolve_device
 from laecips_core import anchor, codecs, dds, diagnostics, health, signing
 from laecips_core import interface as ifc
 from laecips_core.frame_check import (
@@ -56,7 +56,7 @@ from laecips_core.frame_check import (
 )
 from laecips_core.schedule import INFERENCE, Entry, LoadMeter, Scheduler
 from laecips_core.teacher import Teacher
-from laecips_msgs.msg import CloudLabel, CloudStats, FrameImage, HardFrame
+from laecips_msgs.msg import CloudLabel, CloudStats, FrameImage, HardFrame, SoftTargets
 from laecips_ros.diagnostics import Diagnostics
 from laecips_ros.node import declare_params, log_read_cap, qos, run_node
 
@@ -120,10 +120,20 @@ PARAMS = {
     'health_trip': (0.75, 'teacher unhealthy below this share of its anchor confident-pixel '
                           'fraction', (0.0, 1.0)),
     'health_recover': (0.85, 'and healthy again above this share', (0.0, 1.0)),
+    'soft_targets': (False, "pass the labeller's class probabilities to the trainer in its copy "
+                            'of each frame (/laecips/cloud/frames; labellers with logits only, '
+                            "not backend ray); the trainer's soft_weight uses them"),
     'hmac_key_file': ('', 'file holding the shared HMAC key (laecips_core.signing): when set, '
                           'every label is signed, so edges with the key can refuse forgeries'),
     **ray_backend.PARAMS,
 }
+
+
+def _soft(prob: np.ndarray) -> SoftTargets:
+    """Wrap CxHxW uint8 class probabilities (labellers.LogitLabeller) as SoftTargets."""
+    c, h, w = prob.shape
+    return SoftTargets(classes=c, height=h, width=w,
+                       data=np.ascontiguousarray(prob, np.uint8).tobytes())
 
 
 class _LogLimit:
@@ -166,6 +176,11 @@ class BridgeNode(Node):
             f'labeller {self.labeller.name} on {self.labeller.device}; max_batch '
             f'{self.p["max_batch"]}, max_wait_ms {self.p["max_wait_ms"]}, queue '
             f'{self.p["queue_size"]}')
+        # Soft targets need the labeller's probabilities in this process.
+        self.soft = bool(self.p['soft_targets']) and isinstance(self.labeller, LogitLabeller)
+        if self.p['soft_targets'] and not self.soft:
+            self.get_logger().warning(f'soft_targets: {self.labeller.name} gives no class '
+                                      'probabilities here; the trainer gets hard labels only')
 
         self._lock = threading.Condition()
         self.sched = Scheduler(int(self.p['queue_size']), int(self.p['queue_bytes']))
@@ -348,8 +363,9 @@ class BridgeNode(Node):
             return
         t1 = time.monotonic()
         try:
+            more = {'soft_stride': SOFT_STRIDE} if self.soft else {}
             labels = self.labeller.label_with_confidence([d[0] for d in decoded],
-                                                         [d[1] for d in decoded])
+                                                         [d[1] for d in decoded], **more)
         except Exception as e:  # keep serving: one bad batch must not stop the bridge
             self.sched.finish(lane, [], time.monotonic(), failed=items)
             self.get_logger().error(f'labeller failed on a batch of {len(items)}: {e!r}')
@@ -360,8 +376,10 @@ class BridgeNode(Node):
             if res is None:  # a remote labeller (backend ray) gave this frame up
                 failed.append(it)
                 continue
-            lab, conf = res
+            lab, conf = res[:2]
             msg, t = it.payload, time.monotonic()
+            # Only the bridge's own probabilities reach the trainer, never an edge's.
+            msg.soft = _soft(res[2]) if len(res) > 2 else SoftTargets()
             v = self.teacher.judge(msg.robot_id, msg.seq, conf)
             images = self._label_images(lab, v.grid)
             if images is None:

@@ -200,6 +200,9 @@ class TrainerNode(Node):
                                           'scale, shift and statistics) | stats (BatchNorm '
                                           'statistics); frozen parts cost no push bytes '
                                           '(laecips_cloud.distill.TRAIN_PARTS)'),
+        'soft_weight': (0.0, "share of the loss from the labeller's class probabilities, on "
+                             "frames that carry them (the bridge's soft_targets); 0: hard "
+                             'labels only', (0.0, 1.0)),
         'max_anchor_drop': (0.01, 'a candidate losing more anchor mIoU (0-1) than this '
                                   'against the factory model is not pushed', (0.0, 1.0)),
         'forget_on_trip': (8, "pairs taken back when a robot's teacher turns unhealthy (the "
@@ -233,7 +236,8 @@ class TrainerNode(Node):
             recent_fraction=p['recent_fraction'], val_fraction=p['val_fraction'],
             val_size=p['val_size'], gate_margin=p['gate_margin'],
             gate_metric=p['gate_metric'], seed=p['seed'], anchor_mix=p['anchor_mix'],
-            max_anchor_drop=p['max_anchor_drop'], train_params=p['train_params'])
+            max_anchor_drop=p['max_anchor_drop'], train_params=p['train_params'],
+            soft_weight=p['soft_weight'])
         self.anchor = self.rehearsal = None
         if p['anchor_root'] != 'none':
             root = p['anchor_root'] or None
@@ -248,6 +252,10 @@ class TrainerNode(Node):
         if p['backend'] == 'ray':
             log = self.get_logger()
             self.ray = ray_trainers.Fleet(p, path, log.info, log.warning)
+            if p['soft_weight'] > 0:
+                log.warning('soft_weight: the Ray trainer actors keep hard labels only')
+        # Soft targets are decoded only when the distillers use them.
+        self.use_soft = p['soft_weight'] > 0 and self.ray is None
         self.recipe = pf.Recipe(rule=p['policy_rule'],
                                 target_upload_ratio=p['target_upload_ratio'],
                                 min_disagreement=p['min_disagreement'], explore=p['explore'],
@@ -261,7 +269,7 @@ class TrainerNode(Node):
         self.push_lock = threading.RLock()  # each robot's push state machine
         self.robots: dict[str, Robot] = {}
         self.joiner = Joiner(p['join_max'], p['join_timeout'])  # under self.lock
-        self.counts = dict.fromkeys(['frames', 'labels', 'pairs', 'bad', 'untrusted'], 0)
+        self.counts = dict.fromkeys(['frames', 'labels', 'pairs', 'soft', 'bad', 'untrusted'], 0)
         self.clients_group = ReentrantCallbackGroup()
         data_group = MutuallyExclusiveCallbackGroup()
         # Frames come from the bridge beside us, not from the robots: each hard frame crosses
@@ -333,10 +341,26 @@ class TrainerNode(Node):
         prop = pf.propensity(robot.policy, feats) if feats.size == 3 else 1.0
         stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
         seq = self._continued_seq(robot, int(frame.seq), stamp)
-        robot.distiller.add(rgb, lab, seq, feats if feats.size else None, prop, conf)
+        soft = {'soft': self._soft(frame)} if self.use_soft else {}
+        robot.distiller.add(rgb, lab, seq, feats if feats.size else None, prop, conf, **soft)
         with self.lock:
             self.counts['pairs'] += 1
+            self.counts['soft'] += int(soft.get('soft') is not None)
             robot.pairs += 1
+
+    def _soft(self, frame: HardFrame) -> np.ndarray | None:
+        """Return the bridge's class probabilities of ``frame`` (CxHxW uint8), None if none."""
+        st = frame.soft
+        if not st.classes:
+            return None
+        if (st.classes != self.meta.num_classes or not st.height or not st.width
+                or len(st.data) != st.classes * st.height * st.width):
+            self.get_logger().warning(
+                f'soft targets of {frame.robot_id[:40]!r}#{frame.seq} ignored: {st.classes}x'
+                f'{st.height}x{st.width} in {len(st.data)} bytes for {self.meta.num_classes} '
+                'classes', throttle_duration_sec=5.0)
+            return None
+        return np.frombuffer(bytes(st.data), np.uint8).reshape(st.classes, st.height, st.width)
 
     def _trust(self, robot: Robot, label: CloudLabel) -> bool:
         """Follow the label's teacher verdict; False: do not learn from this label."""

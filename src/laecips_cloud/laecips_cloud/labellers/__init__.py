@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -37,6 +38,10 @@ _REGISTRY: dict[str, str | Callable[..., 'Labeller']] = {
     'teacher': 'laecips_cloud.labellers.teacher:TeacherLabeller',
     'onnx': 'laecips_cloud.labellers.torchscript:OnnxLabeller',
 }
+
+
+SOFT_STRIDE = 8  # probabilities are smooth: a grid 8x coarser keeps what they say
+SOFT_MAX_BYTES = 1 << 20  # laecips_msgs/SoftTargets' bound
 
 
 class Labeller(abc.ABC):
@@ -88,8 +93,14 @@ class LogitLabeller(Labeller):
 
     def label_with_confidence(
             self, images: Sequence[np.ndarray],
-            edge_labels: Sequence[np.ndarray | None] | None = None
-    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+            edge_labels: Sequence[np.ndarray | None] | None = None, soft_stride: int = 0
+    ) -> list[tuple]:
+        """
+        Return (labels, max-softmax confidence) per image, from one forward pass.
+
+        ``soft_stride`` > 0 adds a third item, the class probabilities as
+        :meth:`probabilities` gives them (the bridge's soft targets for the trainer).
+        """
         import torch
         out: list = [None] * len(images)
         # One forward pass per image size: robots may have different cameras.
@@ -99,34 +110,41 @@ class LogitLabeller(Labeller):
         with torch.inference_mode():
             for idx in by_size.values():
                 prob = self.logits_for([images[i] for i in idx]).float().softmax(1)
+                soft = _coarse(prob, soft_stride) if soft_stride > 0 else None
                 conf, ids = prob.max(1)
                 ids = ids.to(torch.uint8).cpu().numpy()
                 conf = conf.cpu().numpy().astype(np.float32)
                 for j, i in enumerate(idx):
-                    out[i] = (ids[j], conf[j])
+                    out[i] = (ids[j], conf[j]) if soft is None else (ids[j], conf[j], soft[j])
         return out
 
     def label(self, images: Sequence[np.ndarray],
               edge_labels: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
         return [lab for lab, _ in self.label_with_confidence(images, edge_labels)]
 
-    def probabilities(self, images: Sequence[np.ndarray], stride: int = 8
+    def probabilities(self, images: Sequence[np.ndarray], stride: int = SOFT_STRIDE
                       ) -> list[np.ndarray]:
         """
         Return each image's class probabilities on a grid ``stride`` times coarser.
 
         CxhxW uint8 (255 = 1.0): soft targets for the trainer, which stay in the cloud.
         """
-        import torch
-        import torch.nn.functional as F  # noqa: N812
-        out = []
-        with torch.inference_mode():
-            for im in images:
-                prob = self.logits_for([im]).float().softmax(1)
-                h, w = (max(1, round(v / stride)) for v in im.shape[:2])
-                prob = F.interpolate(prob, (h, w), mode='area')[0]
-                out.append((prob * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy())
-        return out
+        return [r[2] for r in self.label_with_confidence(images, soft_stride=stride)]
+
+
+def _coarse(prob: 'torch.Tensor', stride: int) -> np.ndarray:
+    """
+    Return (B, C, H, W) probabilities as (B, C, h, w) uint8 on a grid ``stride``x coarser.
+
+    Coarser still when one frame's grid would not fit SoftTargets.
+    """
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+    c, h, w = prob.shape[1:]
+    while c * math.ceil(h / stride) * math.ceil(w / stride) > SOFT_MAX_BYTES:
+        stride *= 2
+    prob = F.interpolate(prob, (math.ceil(h / stride), math.ceil(w / stride)), mode='area')
+    return (prob * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 def resolve_device(device: str | None = 'auto') -> str:
