@@ -105,6 +105,12 @@ class _Attack(_Peak):
         """Return True if DDS refused the message (its line is in the edge's log)."""
         return self.procs.log('edge').count(DDS_REFUSAL) > self.refusals
 
+    def assert_took_nothing(self, what: str) -> None:
+        """Assert DDS refused the message before it cost the edge memory."""
+        took = (self.dds_peak - self.before) >> 20
+        assert self.refused(), f'DDS did not refuse the {what}'
+        assert self.dds_peak - self.before < 8 << 20, f'the {what} took {took} MiB'
+
 
 def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosnode, tmp_path):
     # policy always: the label part needs uploads; refine=replace: the refined mask is the label.
@@ -120,16 +126,12 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
         wait_until(lambda: writer.matched() > 0, 30.0, 'the raw writer matched the service')
         hostile = UpdateWeights.Request(version=2, format='safetensors', sha256='0' * 64,
                                         weights=b'\xab' * 16)
-        cdr = oversize_request(hostile, 'weights', REQUEST_BYTES)
-        before = _rss(edge.pid)
-        with _Peak(edge.pid) as peak:
-            writer.write(cdr)
-            del cdr
-            # Refused by DDS (capped), or else taken whole and refused by the node.
-            wait_until(lambda: DDS_REFUSAL in procs.log('edge') or
-                       f'({REQUEST_BYTES + 16} bytes' in procs.log('edge'), 90.0,
-                       "the 200 MiB request's refusal in the edge's log")
-            dds_peak = peak.peak
+        # Refused by DDS (capped), or else taken whole and refused by the node.
+        with _Attack(procs, edge.pid, writer,
+                     oversize_request(hostile, 'weights', REQUEST_BYTES),
+                     f'({REQUEST_BYTES + 16} bytes',
+                     "the 200 MiB request's refusal in the edge's log") as peak:
+            before, dds_peak = peak.before, peak.dds_peak
             # Under the type's bound, over max_update_bytes: the node refuses and counts it.
             big = UpdateWeights.Request(version=2, format='safetensors',
                                         weights=bytes(MAX_UPDATE_BYTES + (1 << 20)))
@@ -141,9 +143,7 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
         print(f'edge RSS before {before >> 20} MiB, peak with the {REQUEST_BYTES >> 20} MiB '
               f'request {dds_peak >> 20} MiB, with the {(MAX_UPDATE_BYTES >> 20) + 1} MiB one '
               f'{peak.peak >> 20} MiB, after {after >> 20} MiB')
-        took = (dds_peak - before) >> 20
-        assert dds_peak - before < 8 << 20, f'the 200 MiB request took {took} MiB'
-        assert DDS_REFUSAL in procs.log('edge')
+        peak.assert_took_nothing('200 MiB request')
         assert peak.peak - before < BOUND, f'peak grew {(peak.peak - before) >> 20} MiB'
         assert after - before < BOUND, f'grew {(after - before) >> 20} MiB after the answers'
         # Counted: the warm-up and the 9 MiB request; the 200 MiB one never reached the node.
@@ -186,9 +186,7 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
         print(f'edge RSS before the label {before >> 20} MiB, peak with the '
               f'{LABEL_BYTES >> 20} MiB label {dds_peak >> 20} MiB, after the next valid label '
               f'{peak.peak >> 20} MiB (peak), {after >> 20} MiB')
-        took = (dds_peak - before) >> 20
-        assert dds_peak - before < 8 << 20, f'the 200 MiB label took {took} MiB'
-        assert peak.refused()
+        peak.assert_took_nothing('200 MiB label')
         assert peak.peak - before < BOUND and after - before < BOUND, \
             f'grew {(peak.peak - before) >> 20} MiB'
         assert (codecs.image_to_array(refined[1]) == ok[1]).all()
@@ -211,9 +209,8 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
         before, dds_peak = peak.before, peak.dds_peak
         print(f'edge RSS before the stats {before >> 20} MiB, peak with the '
               f'{STATS_BYTES >> 20} MiB CloudStats {dds_peak >> 20} MiB')
-        assert peak.refused() and 'load 9.00' not in procs.log('edge'), 'the stats were taken'
-        took = (dds_peak - before) >> 20
-        assert dds_peak - before < 8 << 20, f'the 200 MiB stats took {took} MiB'
+        assert 'load 9.00' not in procs.log('edge'), 'the oversize stats were taken'
+        peak.assert_took_nothing('200 MiB CloudStats')
         # The next valid one still applies: the edge backs off on the cloud's overload.
         pub_stats.publish(CloudStats(overloaded=True, load=2.5))
         wait_until(lambda: 'cloud overloaded (load 2.50)' in procs.log('edge'), 30.0,
