@@ -57,6 +57,18 @@ def wait_until(cond: Callable[[], object], timeout: float, what: str,
         time.sleep(period)
 
 
+def wait_until_or_none(cond: Callable[[], object], timeout: float,
+                       period: float = 0.02) -> object:
+    """Poll ``cond`` for up to ``timeout`` s; return its truthy value, or None (no failure)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() <= deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(period)
+    return None
+
+
 class Procs:
     """Start node processes for one test and always stop them."""
 
