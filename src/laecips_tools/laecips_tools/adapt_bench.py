@@ -193,8 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--probe', action='store_true',
                     help='offline: score the student on the scoring frames every round '
                          '(a diagnostic learning curve; selection never sees it)')
+    ap.add_argument('--labels', choices=('cloud', 'gt'), default='cloud',
+                    help="offline: train on the cloud labeller's labels, or on the ground truth "
+                         '(an oracle: the ceiling of any labeller for this student and budget)')
     ap.add_argument('--quiet', action='store_true')
     args = ap.parse_args(argv)
+    if args.labels == 'gt' and (args.mode != 'offline' or args.soft_weight > 0):
+        ap.error('--labels gt: offline mode, hard labels only')
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     root = camvid_root(ap, args)  # and --threads
     torch.manual_seed(args.seed)
@@ -218,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == 'offline':
         probe = (lambda sd: score(edge_masks(sd, meta, t_rgb)[0], t_gt)) if args.probe else None
         soft = lab.probabilities(a_rgb) if args.soft_weight > 0 else None
-        run = offline(dist, a_rgb, a_cloud, args.steps, log, probe, soft)
+        run = offline(dist, a_rgb, a_gt if args.labels == 'gt' else a_cloud, args.steps, log,
+                      probe, soft)
     else:
         stream = [('dusk_adapt', r) for r in a_rgb] + [('dusk', r) for r in t_rgb]
         if args.day:
@@ -250,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         'config': {k: getattr(args, k) for k in ('steps', 'steps_per_round', 'lr', 'batch',
                                                   'val_fraction', 'gate_margin', 'seed',
                                                   'no_class_balance', 'soft_weight')},
+        'labels': 'ground truth (oracle)' if args.labels == 'gt' else 'cloud labeller',
         **run}
     print(json.dumps(report, indent=1))
     return 0

@@ -93,7 +93,8 @@ def train(root: Path, minutes: float, seed: int = 0, batch: int = 8, lr: float =
           max_wall_minutes: float = 15.0, log=print, *, arch_cfg: dict | None = None,
           input_size: tuple[int, int] = INPUT_SIZE, crop: tuple[int, int] | None = None,
           scale: tuple[float, float] = (0.4, 0.8), augment=None, role: str = 'factory model',
-          checkpoint=None, max_frames: int | None = None
+          checkpoint=None, max_frames: int | None = None,
+          sequences: tuple[str, ...] = cv.DAY_TRAIN
           ) -> tuple[torch.nn.Module, weights.WeightsMeta, dict]:
     """
     Train the default architecture on the day sequences for ``minutes`` of CPU time.
@@ -102,12 +103,12 @@ def train(root: Path, minutes: float, seed: int = 0, batch: int = 8, lr: float =
     size) taken at ``scale`` of full resolution; ``augment``: a function on float batches in
     [0, 1] (the teacher's corruptions); ``checkpoint(model, meta, step)`` is called every
     500 steps (a long run keeps what it has); ``max_frames``: an even subset (tests). The
-    dusk drive (0001TP) is never seen.
+    dusk drive (0001TP) is never seen unless ``sequences`` names it (an oracle, for ceilings).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     crop = crop or input_size
-    frames = cv.frames(root, 'train', cv.DAY_TRAIN)
+    frames = cv.frames(root, 'train', sequences)
     if max_frames:
         frames = frames[::max(1, len(frames) // max_frames)][:max_frames]
     imgs, gts = _load(frames)
@@ -125,7 +126,8 @@ def train(root: Path, minutes: float, seed: int = 0, batch: int = 8, lr: float =
         input_size=tuple(input_size),
         mean=tuple(round(float(v), 4) for v in mean_v),
         std=tuple(round(float(v), 4) for v in std_v), version=1,
-        training_data=(f'CamVid train, day sequences {", ".join(cv.DAY_TRAIN)} only '
+        training_data=(f'CamVid train, {"" if cv.DUSK in sequences else "day "}sequences '
+                       f'{", ".join(sequences)} only '
                        f'({len(frames)} frames); {role}, seed {seed}'))
     model = models.create(meta.arch, n, **meta.arch_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -178,13 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     # One thread by default: on a shared 2-core machine a second OpenMP thread that has to
     # wait for a busy core spins, and a step took 13x longer (5.5 s vs 0.43 s) in a test.
     ap.add_argument('--threads', type=int, default=1, help='torch threads (0: all cores)')
+    ap.add_argument('--oracle-dusk', action='store_true',
+                    help='also train on the dusk drive (0001TP train split, ground truth): an '
+                         'oracle that bounds what this architecture and budget can reach on '
+                         'dusk; never the factory model (needs --out)')
     args = ap.parse_args(argv)
+    if args.oracle_dusk and Path(args.out).resolve() == DEFAULT_OUT.resolve():
+        ap.error('--oracle-dusk writes an oracle, not the factory model: give --out')
     if not 0 < args.minutes <= 15 or not 0 < args.max_wall_minutes <= 15:
         ap.error('--minutes and --max-wall-minutes must be in (0, 15]')
     root = camvid_root(ap, args)
     model, meta, info = train(root, args.minutes, args.seed, args.batch,
                               max_wall_minutes=args.max_wall_minutes,
-                              log=lambda s: print(s, flush=True))
+                              log=lambda s: print(s, flush=True),
+                              sequences=cv.DAY_TRAIN + ((cv.DUSK,) if args.oracle_dusk else ()),
+                              role='oracle (dusk seen)' if args.oracle_dusk else 'factory model')
     meta.extra['created'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
     out = Path(args.out)
     sha = weights.save(out, model.state_dict(), meta)
@@ -199,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
               'day': day, 'dusk': dusk}
     report_path = Path(args.report) if args.report else out.with_suffix('.json')
     report_path.write_text(json.dumps(report, indent=1) + '\n')
-    if report_path == out.with_suffix('.json'):  # fusion needs the calibrated confidence
+    # Fusion needs the factory model's calibrated confidence; an oracle is never shipped.
+    if report_path == out.with_suffix('.json') and not args.oracle_dusk:
         from laecips_tools.calibrate_edge import calibrate
         calibrate(out, str(root))
     print(json.dumps({'test_miou': report['test_miou'], 'training': info, 'out': str(out)}))
