@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     # One thread by default: on a shared 2-core machine a second OpenMP thread that has to
     # wait for a busy core spins, and a step took 13x longer (5.5 s vs 0.43 s) in a test.
     ap.add_argument('--threads', type=int, default=1, help='torch threads (0: all cores)')
+    ap.add_argument('--arch-cfg', default='',
+                    help='JSON kwargs of the architecture (e.g. wider: {"ltd": [48, 64, 96], '
+                         '"gfe": [96, 128, 192], "fuse": 192}); default: the shipped size')
     ap.add_argument('--oracle-dusk', action='store_true',
                     help='also train on the dusk drive (0001TP train split, ground truth): an '
                          'oracle that bounds what this architecture and budget can reach on '
@@ -189,12 +192,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error('--oracle-dusk writes an oracle, not the factory model: give --out')
     if not 0 < args.minutes <= 15 or not 0 < args.max_wall_minutes <= 15:
         ap.error('--minutes and --max-wall-minutes must be in (0, 15]')
+    try:
+        arch_cfg = {k: tuple(v) if isinstance(v, list) else v
+                    for k, v in json.loads(args.arch_cfg or '{}').items()}
+    except (ValueError, AttributeError) as e:
+        ap.error(f'--arch-cfg: not a JSON object: {e}')
     root = camvid_root(ap, args)
     model, meta, info = train(root, args.minutes, args.seed, args.batch,
                               max_wall_minutes=args.max_wall_minutes,
                               log=lambda s: print(s, flush=True),
                               sequences=cv.DAY_TRAIN + ((cv.DUSK,) if args.oracle_dusk else ()),
-                              role='oracle (dusk seen)' if args.oracle_dusk else 'factory model')
+                              role='oracle (dusk seen)' if args.oracle_dusk else 'factory model',
+                              arch_cfg=arch_cfg)
     meta.extra['created'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
     out = Path(args.out)
     sha = weights.save(out, model.state_dict(), meta)
