@@ -36,3 +36,10 @@ def test_ground_truth_labels_are_an_offline_hard_label_oracle(extra, capsys):
     with pytest.raises(SystemExit) as e:
         adapt_bench.main(['--labels', 'gt', *extra])
     assert e.value.code == 2 and 'offline mode, hard labels only' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('cfg', ['not json', '[1, 2]'])
+def test_a_bad_arch_cfg_is_refused_before_training(cfg, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_factory.main(['--arch-cfg', cfg, '--out', 'unused.safetensors'])
+    assert e.value.code == 2 and '--arch-cfg' in capsys.readouterr().err
