@@ -47,14 +47,10 @@ os.environ.setdefault('RCUTILS_COLORIZED_OUTPUT', '0')
 def wait_until(cond: Callable[[], object], timeout: float, what: str,
                period: float = 0.02) -> object:
     """Poll ``cond`` until it returns a truthy value; fail the test with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f'timed out after {timeout:.0f} s waiting for {what}')
-        time.sleep(period)
+    value = wait_until_or_none(cond, timeout, period)
+    if not value:
+        pytest.fail(f'timed out after {timeout:.0f} s waiting for {what}')
+    return value
 
 
 def wait_until_or_none(cond: Callable[[], object], timeout: float,

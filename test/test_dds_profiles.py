@@ -116,3 +116,9 @@ def test_remapped_topics_follow_remap_rules():
     assert dds.remapped(['edge', '-r', '/a:=/ignored'], 'edge', '/a') == '/a'  # no --ros-args
     renamed = ['edge', '--ros-args', '-r', '__node:=e2', '-r', 'e2:/a:=/e', '-r', 'edge:/a:=/f']
     assert dds.remapped(renamed, 'edge', '/a') == '/e'
+    # What a main() caps: the service's final name too (rcl remaps services like topics).
+    robot = ['edge', '--ros-args', '-r', '__ns:=/robot1', '-r', '~/update_weights:=/fleet/uw']
+    assert dds.final_names(robot, 'edge', ['~/update_weights', '/laecips/cloud_labels']) == \
+        ['/fleet/uw', '/laecips/cloud_labels']
+    assert dds.final_names(['edge', '--ros-args', '-r', '__ns:=/robot1'], 'edge',
+                           ['~/update_weights']) == ['/robot1/edge/update_weights']

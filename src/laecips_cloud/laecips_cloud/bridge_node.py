@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import collections
 import math
-import sys
 import threading
 import time
 
@@ -447,8 +446,8 @@ class BridgeNode(Node):
 def main(args: list[str] | None = None) -> None:
     # Cap hard frames at the transport (laecips_core.dds) before the node's DDS participant
     # reads its profiles; the node says whether it took.
-    argv = sys.argv if args is None else args
-    with dds.capped_process([dds.remapped(argv, 'cloud_bridge', ifc.HARD_FRAMES)], 'bridge'):
+    with dds.capped_process(dds.final_names(args, 'cloud_bridge', [ifc.HARD_FRAMES]),
+                            'bridge'):
         run_node(BridgeNode, args)
 
 

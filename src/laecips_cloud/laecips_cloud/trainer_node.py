@@ -47,7 +47,6 @@ from __future__ import annotations
 import array
 from dataclasses import dataclass, field
 import math
-import sys
 import threading
 import time
 
@@ -652,9 +651,8 @@ def main(args: list[str] | None = None) -> None:
     # frames and labels are capped at the transport (laecips_core.dds) before the DDS
     # participant exists.
     heap.pin_mmap_threshold()  # a trainer runs for weeks: freed frames go back to the system
-    argv = sys.argv if args is None else args
-    with dds.capped_process([dds.remapped(argv, 'trainer', t)
-                             for t in (ifc.CLOUD_FRAMES, ifc.CLOUD_LABELS)], 'trainer'):
+    with dds.capped_process(dds.final_names(args, 'trainer',
+                                            (ifc.CLOUD_FRAMES, ifc.CLOUD_LABELS)), 'trainer'):
         run_node(TrainerNode, args)
 
 

@@ -35,10 +35,11 @@ make a capped reader hold is its history depth times that bound.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 import os
 from pathlib import Path
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
@@ -166,6 +167,17 @@ def remapped(argv: list[str], name: str, topic: str, namespace: str = '/') -> st
         if _expand(target, ns, node) == full:
             return _expand(value, ns, node)
     return full
+
+
+def final_names(args: list[str] | None, name: str, topics: Iterable[str]) -> list[str]:
+    """
+    Return the final names of ``topics`` (topic or service names) for the node ``name``.
+
+    ``args``: its command line (None: ``sys.argv``, as a ``main()`` gets them). A capped
+    reader must be named this way before the node exists (:func:`remapped`).
+    """
+    argv = sys.argv if args is None else args
+    return [remapped(argv, name, t) for t in topics]
 
 
 def _child(parent: ET.Element, tag: str) -> ET.Element:

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import re
-import sys
 import threading
 import time
 
@@ -772,10 +771,8 @@ def main(args: list[str] | None = None) -> None:
     # Cap update_weights requests, cloud labels and the bridge's stats at the transport
     # (laecips_core.dds.capped_profile) before the node's DDS participant reads its profiles;
     # the node checks that it took.
-    argv = sys.argv if args is None else args
-    ns, name = dds.ros_names(argv, 'edge')
-    service = f'{ns.rstrip("/")}/{name}/{ifc.UPDATE_WEIGHTS.removeprefix("~/")}'
-    topics = [dds.remapped(argv, 'edge', t) for t in (ifc.CLOUD_LABELS, ifc.CLOUD_STATS)]
+    service, *topics = dds.final_names(
+        args, 'edge', (ifc.UPDATE_WEIGHTS, ifc.CLOUD_LABELS, ifc.CLOUD_STATS))
     with dds.capped_process([dds.request_topic(service), *topics], 'edge'):
         run_node(EdgeNode, args)
 

@@ -280,9 +280,8 @@ def main(args: list[str] | None = None) -> int:
     code = 0
     # Uploads and labels are capped at the transport as on the bridge, edges and trainer
     # (laecips_core.dds; under their remapped names), before the DDS participant exists.
-    argv = sys.argv if args is None else args
-    with dds.capped_process([dds.remapped(argv, 'eval_recorder', t)
-                             for t in (ifc.HARD_FRAMES, ifc.CLOUD_LABELS)], 'recorder'), \
+    with dds.capped_process(dds.final_names(args, 'eval_recorder',
+                                            (ifc.HARD_FRAMES, ifc.CLOUD_LABELS)), 'recorder'), \
             ros_session(args) as made:
         node = None
         try:
