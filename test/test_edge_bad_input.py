@@ -79,7 +79,7 @@ def test_edge_node_rejects_bad_input_and_keeps_working(procs, rosnode, tmp_path)
     refined = []
     rosnode.node.create_subscription(Image, f'{NS}/edge/mask_refined', refined.append, QOS)
     pub_label = rosnode.node.create_publisher(CloudLabel, '/laecips/cloud_labels', QOS)
-    rosnode.wait_for_subscribers(peer.cam, timeout=90.0)  # the model is loaded by then
+    peer.wait_matched()
     rosnode.wait_for_subscribers(pub_label)
     peer.send(6, 1000)
     wait_until(peer.accounted, 60.0, 'the first 6 frames accounted for')
@@ -212,7 +212,7 @@ def test_forged_labels_neither_cancel_nor_replace_the_real_one(procs, rosnode, t
     refined = []
     rosnode.node.create_subscription(Image, f'{NS}/edge/mask_refined', refined.append, QOS)
     pub_label = rosnode.node.create_publisher(CloudLabel, '/laecips/cloud_labels', QOS)
-    rosnode.wait_for_subscribers(peer.cam, timeout=90.0)
+    peer.wait_matched()
     rosnode.wait_for_subscribers(pub_label)
     peer.send(3, 3000)
     wait_until(lambda: len(peer.hard) >= 2, 30.0, 'uploads')

@@ -36,13 +36,23 @@ class Peer:
         self.masks, self.hard, self.stats = [], [], []
         self.cam = (n.create_publisher(CompressedImage, '/camera/image_raw/compressed', QOS)
                     if jpeg else n.create_publisher(Image, '/camera/image_raw', QOS))
-        n.create_subscription(Image, f'{NS}/edge/mask', lambda m: self._add(self.masks, m), QOS)
-        n.create_subscription(HardFrame, '/laecips/hard_frames',
-                              lambda m: self._add(self.hard, m), QOS)
-        n.create_subscription(EdgeStats, '/laecips/stats', lambda m: self._add(self.stats, m),
-                              QOS)
+        self.subs = [
+            n.create_subscription(Image, f'{NS}/edge/mask', lambda m: self._add(self.masks, m),
+                                  QOS),
+            n.create_subscription(HardFrame, '/laecips/hard_frames',
+                                  lambda m: self._add(self.hard, m), QOS),
+            n.create_subscription(EdgeStats, '/laecips/stats',
+                                  lambda m: self._add(self.stats, m), QOS)]
         self.update = n.create_client(UpdateWeights, f'{NS}/edge/update_weights')
         self.sent = 0
+
+    def wait_matched(self, timeout: float = 90.0) -> None:
+        """Wait until the edge hears the camera and these recorders hear the edge."""
+        # The graph lists a writer before it has matched a reader, and what it sends in
+        # between is lost (volatile): both directions must be matched before frames go.
+        self.ros.wait_for_subscribers(self.cam, timeout=timeout)  # the model is loaded by then
+        wait_until(lambda: all(s.get_publisher_count() >= 1 for s in self.subs), 30.0,
+                   "the edge's outputs to match the recorders")
 
     def _add(self, bucket, msg):
         with self.lock:
@@ -105,7 +115,7 @@ def test_edge_node_accounting_policy_and_updates(procs, rosnode, tmp_path):
     state = tmp_path / 'state'
     _start(procs, state, rule='always')
     peer = Peer(rosnode)
-    rosnode.wait_for_subscribers(peer.cam, timeout=90.0)  # the model is loaded by then
+    peer.wait_matched()
 
     # 30 frames at 10 Hz: each stamp is a mask or counted as skipped; always -> all uploaded.
     stamps = peer.send(30, 1000)
@@ -184,7 +194,7 @@ def test_edge_node_holds_uploads_to_a_link_budget_in_bytes(procs, rosnode, tmp_p
     _start(procs, tmp_path / 'state', rule='always', upload_bytes_per_s=float(rate),
            upload_burst_s=1.0, send_edge_label=False)
     peer = Peer(rosnode)
-    rosnode.wait_for_subscribers(peer.cam, timeout=90.0)
+    peer.wait_matched()
     t0 = time.monotonic()
     peer.send(30, 5000)
     stats = wait_until(peer.accounted, 60.0, 'frames accounted for under the link budget')
@@ -202,7 +212,7 @@ def test_edge_node_never_uploads_and_survives_bad_frames(procs, rosnode, tmp_pat
     _start(procs, tmp_path / 'state', rule='never',
            input_type='compressed' if jpeg else 'image', max_pixels=100 * 100)
     peer = Peer(rosnode, jpeg=jpeg)
-    rosnode.wait_for_subscribers(peer.cam, timeout=90.0)
+    peer.wait_matched()
     big = np.zeros((120, 120, 3), np.uint8)  # over max_pixels
     if jpeg:  # garbage, a real JPEG cut short, one too large (from its header)
         rgb = np.random.default_rng(1).integers(0, 256, (72, 96, 3), dtype=np.uint8)

@@ -163,6 +163,7 @@ def test_an_oversize_request_or_label_costs_the_edge_bounded_memory(procs, rosno
         pub_label = n.create_publisher(CloudLabel, ifc.CLOUD_LABELS, QOS)
         labels = RawWriter(n, CloudLabel, 'rt' + ifc.CLOUD_LABELS)  # its DDS topic
         rosnode.wait_for_subscribers(pub_label)
+        peer.wait_matched()
         peer.send(2, 1000)
         wait_until(lambda: len(peer.hard) >= 2, 60.0, 'two uploads')
         first, second = sorted(peer.hard, key=lambda m: m.seq)[:2]
