@@ -29,7 +29,6 @@ import time
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -40,7 +39,7 @@ from laecips_core import interface as ifc
 from laecips_eval import bags
 from laecips_eval.recorder import Recording
 from laecips_msgs.msg import CloudLabel, CloudStats, EdgeStats, HardFrame, WeightPush
-from laecips_ros.node import log_read_cap, ros_session
+from laecips_ros.node import interrupted, log_read_cap, ros_session
 
 # CloudStats fields kept; the outcomes of the frames it accepted (laecips_core.schedule).
 CLOUD_OUTCOMES = ('labelled_in_time', 'labelled_late', 'labelled_for_training',
@@ -302,7 +301,9 @@ def main(args: list[str] | None = None) -> int:
                                    f'{t["labels"]} labels, {len(out["pushes"])} pushes, '
                                    f'{nan} without a mask)')
             executor.shutdown(timeout_sec=2.0)
-        except (KeyboardInterrupt, ExternalShutdownException):
+        except BaseException as e:
+            if not interrupted(e):
+                raise
             code = 130
             if node is not None:
                 node.write()

@@ -128,6 +128,24 @@ def ros_session(args: list[str] | None = None) -> Iterator[list[Node]]:
         rclpy.try_shutdown()
 
 
+def interrupted(exc: BaseException) -> bool:
+    """
+    Whether ``exc`` is, or was raised because of, Ctrl-C or an external shutdown.
+
+    A SIGINT that lands while rclpy's C code is building a message in Python (taking a
+    request, say) comes back wrapped: the binding raises its own error with the
+    KeyboardInterrupt as its cause. That is still the user's Ctrl-C, a clean stop.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (KeyboardInterrupt, ExternalShutdownException)):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def run_node(make: Callable[[], Node], args: list[str] | None = None) -> None:
     """
     Run one node until Ctrl-C or shutdown: a node module's ``main()``.
@@ -144,8 +162,9 @@ def run_node(make: Callable[[], Node], args: list[str] | None = None) -> None:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except BaseException as e:
+        if not interrupted(e):
+            raise
     finally:
         if node is not None:
             if hasattr(node, 'close'):
