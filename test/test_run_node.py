@@ -9,7 +9,7 @@ import pytest
 
 # A node whose first timer callback raises ``error``, as a callback hit by SIGINT while rclpy's
 # C code builds a message does (the binding raises its own error from the KeyboardInterrupt).
-NODE = '''
+NODE = """
 import sys
 from rclpy.node import Node
 from laecips_ros.node import run_node
@@ -23,7 +23,7 @@ class Raiser(Node):
         {error}
 
 run_node(Raiser, sys.argv)
-'''
+"""
 
 
 @pytest.mark.parametrize('error, code', [

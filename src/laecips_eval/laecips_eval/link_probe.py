@@ -22,6 +22,8 @@ from rclpy.executors import ExternalShutdownException, ShutdownException, Single
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 
+from laecips_ros.node import interrupted
+
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=ros)
     try:
         return echo() if args.mode == 'echo' else ping(args.count, args.size, args.timeout)
-    except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C, SIGTERM
+    except BaseException as e:  # Ctrl-C, SIGTERM
+        if not interrupted(e):
+            raise
         return 0
     finally:
         rclpy.try_shutdown()

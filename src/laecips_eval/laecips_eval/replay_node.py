@@ -39,7 +39,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock
 
 from laecips_eval import bags
-from laecips_ros.node import ros_session
+from laecips_ros.node import interrupted, ros_session
 
 
 def message_class(msgtype: str):
@@ -270,11 +270,13 @@ def main(args: list[str] | None = None) -> int:
         try:
             made.append(ReplayNode())
             made[0].play()
-        except KeyboardInterrupt:
-            code = 130
         except (ValueError, FileNotFoundError, OSError) as e:
             print(f'replay: {e}', file=sys.stderr)
             code = 1
+        except BaseException as e:
+            if not interrupted(e):
+                raise
+            code = 130
     return code
 
 
