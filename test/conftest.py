@@ -189,6 +189,13 @@ class RosNode:
         wait_until(lambda: publisher.get_subscription_count() >= n, timeout,
                    f'{n} subscriber(s) on {publisher.topic_name}')
 
+    def wait_heard(self, *subscriptions, timeout: float = 30.0) -> None:
+        """Wait until every one of ``subscriptions`` is matched to a writer."""
+        # The graph lists a writer before it has matched a reader, and what a volatile writer
+        # sends in between is lost: a test that counts a node's outputs waits for this first.
+        wait_until(lambda: all(s.get_publisher_count() >= 1 for s in subscriptions), timeout,
+                   'writers matched to ' + ', '.join(s.topic_name for s in subscriptions))
+
     def wait_for_publishers(self, topic: str, n: int = 1, timeout: float = 30.0) -> None:
         """Wait until ``topic`` has ``n`` publishers."""
         wait_until(lambda: self.node.count_publishers(topic) >= n, timeout,

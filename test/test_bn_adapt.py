@@ -121,10 +121,11 @@ def test_edge_node_reports_adaptation_over_dds(procs, rosnode, camvid):
     qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     n = rosnode.node
     stats, masks = [], []
-    n.create_subscription(EdgeStats, '/laecips/stats', stats.append, 50)
-    n.create_subscription(Image, '/edge/mask', masks.append, qos)
+    outs = (n.create_subscription(EdgeStats, '/laecips/stats', stats.append, 50),
+            n.create_subscription(Image, '/edge/mask', masks.append, qos))
     cam = n.create_publisher(Image, '/camera/image_raw', qos)
     rosnode.wait_for_subscribers(cam, timeout=90.0)
+    rosnode.wait_heard(*outs)  # mask i is awaited before frame i+1: none may be lost
     dusk = cv.frames(camvid, 'train', (cv.DUSK,))[:96]
     for i, f in enumerate(dusk):  # until the edge says it adapted (a few dozen frames)
         cam.publish(codecs.array_to_image(f.rgb(), Image, 'rgb8'))
@@ -148,10 +149,11 @@ def test_edge_saves_its_upload_budget_for_a_drift_over_dds(procs, rosnode, camvi
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     n = rosnode.node
     masks, hard = [], []
-    n.create_subscription(Image, '/edge/mask', masks.append, qos)
-    n.create_subscription(HardFrame, '/laecips/hard_frames', hard.append, qos)
+    outs = (n.create_subscription(Image, '/edge/mask', masks.append, qos),
+            n.create_subscription(HardFrame, '/laecips/hard_frames', hard.append, qos))
     cam = n.create_publisher(Image, '/camera/image_raw', qos)
     rosnode.wait_for_subscribers(cam, timeout=90.0)
+    rosnode.wait_heard(*outs)  # mask i is awaited before frame i+1: none may be lost
     day = cv.frames(camvid, 'test', (cv.DAY_TEST,))[:40]
     dusk = cv.frames(camvid, 'train', (cv.DUSK,))[:32]
     for i, f in enumerate(day + dusk):

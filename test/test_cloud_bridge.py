@@ -98,7 +98,7 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
     pub = n.create_publisher(HardFrame, '/laecips/hard_frames', QOS)
     n.create_subscription(CloudLabel, '/laecips/cloud_labels', keep(labels), QOS)
     n.create_subscription(CloudStats, '/laecips/stats_cloud', keep(stats), QOS)
-    n.create_subscription(HardFrame, '/laecips/cloud/frames', keep(copies), QOS)
+    copy_sub = n.create_subscription(HardFrame, '/laecips/cloud/frames', keep(copies), QOS)
     rosnode.wait_for_subscribers(pub, timeout=60.0)
     rosnode.wait_for_publishers('/laecips/cloud_labels', timeout=60.0)
     # Discovery matches each direction on its own: until the bridge's label writer has
@@ -114,6 +114,7 @@ def test_bridge_two_robots_and_bad_payloads(procs, rosnode, tmp_path):
         return False
 
     wait_until(probe, 60.0, 'a label for a probe frame', period=0.5)
+    rosnode.wait_heard(copy_sub)  # every copy is counted below
 
     sent = {}
     for seq in range(6):

@@ -51,8 +51,7 @@ class Peer:
         # The graph lists a writer before it has matched a reader, and what it sends in
         # between is lost (volatile): both directions must be matched before frames go.
         self.ros.wait_for_subscribers(self.cam, timeout=timeout)  # the model is loaded by then
-        wait_until(lambda: all(s.get_publisher_count() >= 1 for s in self.subs), 30.0,
-                   "the edge's outputs to match the recorders")
+        self.ros.wait_heard(*self.subs)
 
     def _add(self, bucket, msg):
         with self.lock:

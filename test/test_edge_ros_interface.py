@@ -47,11 +47,13 @@ def test_class_map_latched_and_refined_mask_in_colour(procs, rosnode):
     n = rosnode.node
     hard, colour, maps, diags = [], [], [], []
     cam = n.create_publisher(Image, '/camera/image_raw', QOS)
-    n.create_subscription(HardFrame, '/laecips/hard_frames', hard.append, QOS)
-    n.create_subscription(Image, f'{NS}/edge/mask_refined_color', colour.append, QOS)
+    outs = (n.create_subscription(HardFrame, '/laecips/hard_frames', hard.append, QOS),
+            n.create_subscription(Image, f'{NS}/edge/mask_refined_color', colour.append, QOS))
     n.create_subscription(DiagnosticArray, '/diagnostics', diags.append, QOS)
     labels = n.create_publisher(CloudLabel, '/laecips/cloud_labels', QOS)
     rosnode.wait_for_subscribers(cam, timeout=90.0)
+    rosnode.wait_for_subscribers(labels)
+    rosnode.wait_heard(*outs)  # one frame, one label: nothing may go before a match
     # Subscribed after the edge published it: latched, it still arrives.
     n.create_subscription(ClassMap, f'{NS}/edge/class_map', maps.append, QoSProfile(
         depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -112,10 +114,11 @@ def test_default_camera_topic_and_usb_camera_encodings(procs, rosnode):
     _edge(procs)
     n = rosnode.node
     masks, stats = [], []
-    n.create_subscription(Image, f'{NS}/edge/mask', masks.append, QOS)
-    n.create_subscription(EdgeStats, '/laecips/stats', stats.append, QOS)
+    outs = (n.create_subscription(Image, f'{NS}/edge/mask', masks.append, QOS),
+            n.create_subscription(EdgeStats, '/laecips/stats', stats.append, QOS))
     cam = n.create_publisher(Image, '/camera/image_raw', QOS)
     rosnode.wait_for_subscribers(cam, timeout=90.0)
+    rosnode.wait_heard(*outs)  # one frame: its mask must not go before the match
     cam.publish(_frame(5, '8UC3'))
     wait_until(lambda: masks, 30, 'a mask from an 8UC3 frame')
     wait_until(lambda: stats and stats[-1].masks_out == 1, 10, 'the frame counted')

@@ -125,7 +125,7 @@ def test_recorder_node_counts_and_scores(procs, rosnode, tmp_path):
     from laecips_msgs.msg import CloudLabel, EdgeStats, HardFrame, WeightPush
     out = tmp_path / 'run.json'
     procs.node('rec', 'laecips_eval.recorder_node', params={
-        'output': str(out), 'expect_frames': 3, 'keep_frames': [0, 2], 'deadline': 1.0,
+        'output': str(out), 'expect_frames': 3, 'keep_frames': [0, 2], 'deadline': 30.0,
         'idle_timeout': 30.0})
     qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     pub = {t: rosnode.node.create_publisher(c, t, qos) for t, c in (

@@ -93,11 +93,13 @@ def edge_params(state_dir: Path, **extra) -> dict:
 
     Back-pressure off: on a loaded CI machine one slow labeller batch can make the bridge
     report overload, and the frames the edge then holds back (held_back) would break the
-    tests' every-frame-uploaded accounting; back-pressure has tests of its own.
+    tests' every-frame-uploaded accounting; back-pressure has tests of its own. A long label
+    deadline: a label past it goes to the trainer only and refines nothing, and one slow
+    labeller batch on a loaded machine would then look like a lost answer.
     """
     return {'image_qos': 'reliable', 'policy_rule': 'always', 'num_threads': 1,
             'stats_period': 0.2, 'state_dir': str(state_dir), 'send_edge_label': True,
-            'follow_cloud_load': False, **extra}
+            'follow_cloud_load': False, 'label_deadline': 120.0, **extra}
 
 
 def bridge_params(labeller: Path, **extra) -> dict:
@@ -132,7 +134,7 @@ class Rig:
 
     def __init__(self, rosnode, upload_all: bool = True):
         n = rosnode.node
-        self.node = n
+        self.node, self.ros = n, rosnode
         self.upload_all = upload_all
         self.lock = threading.Lock()
         self.sent: dict[int, float] = {}  # stamp sec -> monotonic time published
@@ -147,9 +149,10 @@ class Rig:
         self.base = 0  # frames sent before the current edge process started
         self.rng = np.random.default_rng(0)
         self.cam = n.create_publisher(Image, '/camera/image_raw', QOS)
-        n.create_subscription(Image, f'{NS}/edge/mask', self._on_mask, QOS)
-        n.create_subscription(Image, f'{NS}/edge/mask_refined', self._on_refined, QOS)
-        n.create_subscription(EdgeStats, '/laecips/stats', self._on_stats, QOS)
+        self.outs = (n.create_subscription(Image, f'{NS}/edge/mask', self._on_mask, QOS),
+                     n.create_subscription(Image, f'{NS}/edge/mask_refined', self._on_refined,
+                                           QOS),
+                     n.create_subscription(EdgeStats, '/laecips/stats', self._on_stats, QOS))
         n.create_subscription(CloudStats, '/laecips/stats_cloud', self._keep(self.cloud), QOS)
         n.create_subscription(WeightPush, '/laecips/weight_pushes', self._keep(self.pushes),
                               QOS)
@@ -181,6 +184,12 @@ class Rig:
             if s.rejected:
                 self.violations.append(f'rejected frames: {s}')
             self.stats.append(s)
+
+    def wait_matched(self, timeout: float = 90.0) -> None:
+        """Wait until the edge hears the camera and these recorders hear the edge."""
+        # Every mask is counted against masks_out: none may go before its reader matches.
+        self.ros.wait_for_subscribers(self.cam, timeout=timeout)
+        self.ros.wait_heard(*self.outs)
 
     # -- camera ---------------------------------------------------------------------------
     def publish(self, n: int, hz: float = 5.0) -> list[int]:
@@ -300,7 +309,7 @@ def test_bridge_killed_and_restarted_frames_accounted_uploads_resume(procs, rosn
     _edge(procs, tmp_path / 'state')
     rig = Rig(rosnode)
     n = rosnode.node
-    rosnode.wait_for_subscribers(rig.cam, timeout=90)
+    rig.wait_matched()
     wait_until(lambda: n.count_subscribers('/laecips/hard_frames') >= 1, 60, 'the bridge')
     rosnode.wait_for_publishers('/laecips/cloud_labels', timeout=60)
 
@@ -379,7 +388,7 @@ def test_trainer_down_edge_unaffected_bridge_labels(procs, rosnode, tmp_path):
     _edge(procs, tmp_path / 'state')
     rig = Rig(rosnode)
     n = rosnode.node
-    rosnode.wait_for_subscribers(rig.cam, timeout=90)
+    rig.wait_matched()
     wait_until(lambda: n.count_subscribers('/laecips/hard_frames') >= 1, 60, 'the bridge')
     rosnode.wait_for_publishers('/laecips/cloud_labels', timeout=60)
 
@@ -428,7 +437,7 @@ def test_edge_restart_resumes_pushed_weights_and_trainer_keeps_pushing(procs, ro
     edge = _edge(procs, state, env=lease)
     rig = Rig(rosnode)
     n = rosnode.node
-    rosnode.wait_for_subscribers(rig.cam, timeout=90)
+    rig.wait_matched()
     wait_until(lambda: n.count_subscribers('/laecips/hard_frames') >= 1, 60, 'the bridge')
     wait_until(lambda: n.count_subscribers('/laecips/cloud/frames') >= 1, 90, 'the trainer')
 
@@ -456,7 +465,7 @@ def test_edge_restart_resumes_pushed_weights_and_trainer_keeps_pushing(procs, ro
         rig.stats.clear()
         rig.base = len(rig.sent)
     _edge(procs, state, name='edge2', env=lease)
-    rosnode.wait_for_subscribers(rig.cam, timeout=90)
+    rig.wait_matched()
     first = wait_until(rig.last, 60, 'stats from the restarted edge')
     v = first.model_version
     # It runs what it had accepted (or, when a push landed as it died, that newer one) ...

@@ -107,6 +107,8 @@ def test_delta_pushes_and_policy_replays_over_dds(procs, rosnode, tmp_path):
     # Restarted (same state_dir): the replay is still refused, the pushed base is still held.
     procs.assert_alive()
     procs.stop('edge')
+    # A request sent while the dead server still looks matched would be lost.
+    wait_until(lambda: not peer.update.service_is_ready(), 30.0, 'the old service to go')
     edge = _start(procs, state, rule='never')
     res = call(captured)
     assert not res.accepted and 'replayed' in res.reason, res.reason

@@ -83,9 +83,13 @@ def test_wrong_labeller_mid_stream_edge_keeps_its_own_quality(procs, rosnode, ca
     # The graph lists the edge's writer before it has matched the bridge's reader: a frame
     # sent then is lost for good (volatile). Prime the whole loop until one answer comes back.
     primed = []
-    for k in range(24):
+
+    def labelled(s: int) -> bool:  # the test heard the bridge's label for frame s
+        with lock:
+            return any(stamp(m) == s for m in labels)
+    for k in range(24):  # until an answer reaches the edge and its label reaches the test
         primed.append(send(frames[0], 10 + k))
-        if wait_until_or_none(lambda: any(s in refined for s in primed), 5):
+        if wait_until_or_none(lambda: any(s in refined and labelled(s) for s in primed), 5):
             break
     else:
         raise AssertionError('no refined mask came back in 2 minutes of priming')
@@ -101,7 +105,8 @@ def test_wrong_labeller_mid_stream_edge_keeps_its_own_quality(procs, rosnode, ca
         s = send(f, 100 + i)
         sent.append((s, phase, f))
         # One frame at a time: each answer comes back before the labeller may switch.
-        wait_until(lambda: s in refined and s in own, 60, f'the refined mask of frame {i}')
+        wait_until(lambda: s in refined and s in own and labelled(s), 60,
+                   f'the refined mask and the label of frame {i}')
 
     with lock:
         states = {stamp(m): m.teacher_state for m in labels}

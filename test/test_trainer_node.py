@@ -110,8 +110,8 @@ def test_trainer_joins_pairs_and_pushes_through_absent_and_slow_service(procs, r
             state['max_in_flight'] = max(state['max_in_flight'], state['in_flight'])
             first = state['calls'] == 1
             state['requests'].append(req)
-        if first:
-            time.sleep(4.5)
+        if first:  # past call_timeout (3 s), with room before the retry (~6 s after it)
+            time.sleep(3.8)
         with lock:
             state['in_flight'] -= 1
             res.accepted = req.version > state['active']
@@ -182,10 +182,11 @@ def test_three_processes_push_swaps_the_edge_model_without_losing_frames(
     node = rosnode.node
     cam = node.create_publisher(Image, '/camera/image_raw', rel)
     masks, stats, pushes = [], [], []
-    node.create_subscription(Image, '/robot1/edge/mask', masks.append, rel)
-    node.create_subscription(EdgeStats, '/laecips/stats', stats.append, rel)
+    outs = (node.create_subscription(Image, '/robot1/edge/mask', masks.append, rel),
+            node.create_subscription(EdgeStats, '/laecips/stats', stats.append, rel))
     node.create_subscription(WeightPush, '/laecips/weight_pushes', pushes.append, rel)
     rosnode.wait_for_subscribers(cam, timeout=90)
+    rosnode.wait_heard(*outs)  # every mask is counted against masks_out
     wait_until(lambda: node.count_subscribers('/laecips/hard_frames') >= 1, 90,
                'the bridge subscribed to hard frames')
     wait_until(lambda: node.count_subscribers('/laecips/cloud/frames') >= 1, 90,
