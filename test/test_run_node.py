@@ -7,16 +7,20 @@ import sys
 
 import pytest
 
-# A node whose first timer callback raises ``error``, as a callback hit by SIGINT while rclpy's
-# C code builds a message does (the binding raises its own error from the KeyboardInterrupt).
+# A node whose first timer callback raises ``error``: as a callback hit by SIGINT while rclpy's
+# C code builds a message does (the binding raises its own error from the KeyboardInterrupt),
+# or one whose context SIGINT shut down, or a bug.
 NODE = """
 import sys
+import rclpy
 from rclpy.node import Node
+from std_msgs.msg import String
 from laecips_ros.node import run_node
 
 class Raiser(Node):
     def __init__(self):
         super().__init__('raiser')
+        self.pub = self.create_publisher(String, 'chatter', 1)
         self.create_timer(0.05, self.fire)
 
     def fire(self):
@@ -29,6 +33,8 @@ run_node(Raiser, sys.argv)
 @pytest.mark.parametrize('error, code', [
     ('raise KeyboardInterrupt', 0),
     ('raise RuntimeError("taking a request failed") from KeyboardInterrupt()', 0),
+    # SIGINT shut the context down under a running callback: its publish fails.
+    ('rclpy.try_shutdown(); self.pub.publish(String())', 0),
     ('raise RuntimeError("a real bug")', 1),
 ])
 def test_run_node_stops_clean_on_interrupt_only(error, code):

@@ -130,12 +130,16 @@ def ros_session(args: list[str] | None = None) -> Iterator[list[Node]]:
 
 def interrupted(exc: BaseException) -> bool:
     """
-    Whether ``exc`` is, or was raised because of, Ctrl-C or an external shutdown.
+    Whether ``exc`` came from a stop: Ctrl-C, SIGTERM or a shutdown, not a fault.
 
-    A SIGINT that lands while rclpy's C code is building a message in Python (taking a
-    request, say) comes back wrapped: the binding raises its own error with the
-    KeyboardInterrupt as its cause. That is still the user's Ctrl-C, a clean stop.
+    True when a KeyboardInterrupt or ExternalShutdownException is ``exc`` or in its chain
+    (a SIGINT that lands while rclpy's C code builds a message comes back as the binding's
+    own error, the interrupt its cause), or once the default context is shut down: rclpy's
+    SIGINT handler shuts it down first, and a callback still running or queued then fails
+    with "context is invalid" (a trainer publishing a push result, say).
     """
+    if not rclpy.ok():
+        return True
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
